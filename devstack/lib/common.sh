@@ -49,4 +49,20 @@ $(tail -n 20 "$logs/$name.log" 2>/dev/null)"
   die "$name did not open port $port within 60 s; see $logs/$name.log"
 }
 
+# Where the PostgreSQL cluster lives: target/devstack/pg, unless the postgres user cannot reach
+# it (a checkout under /root, say); then a directory under /tmp named after the checkout.
+pg_home() {
+  if [ -f "$state/pg-home" ]; then cat "$state/pg-home"; return; fi
+  local dir="$state/pg"
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    if ! runuser -u postgres -- test -w "$dir"; then
+      dir="/tmp/devstack-pg-$(printf '%s' "$root" | sha256sum | cut -c1-12)"
+      mkdir -p "$dir" && chown postgres: "$dir" && chmod 700 "$dir"
+    fi
+  fi
+  echo "$dir" | tee "$state/pg-home"
+}
+
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }

@@ -76,10 +76,11 @@ async fn wait_while_held(
 ) -> Result<(), ()> {
     let mut release = registry.release_watch();
     release.mark_unchanged();
-    while registry.holding() {
+    if registry.holding() {
+        // One release wakes every statement held at that moment.
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => return Err(()),
-            _ = release.changed() => break,
+            _ = release.changed() => {}
         }
     }
     if *cancel.borrow() { Err(()) } else { Ok(()) }

@@ -67,7 +67,6 @@ pub struct QueryResult {
 }
 
 /// One statement, from ExecuteStatement to its terminal state.
-
 pub struct Statement {
     pub id: String,
     pub sql: String,

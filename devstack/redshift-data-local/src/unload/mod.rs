@@ -319,7 +319,7 @@ async fn stream_rows(
         let slice = &mut slices[(rows as usize) % slice_count];
         if let Some(file) = &slice.file
             && file.records > header_records
-            && file.len() + record.len() as u64 > spec.max_file_size
+            && file.size() + record.len() as u64 > spec.max_file_size
             && let Some(full) = slice.file.take()
         {
             slice.done.push(full.finish().await?);

@@ -622,10 +622,8 @@ mod tests {
         assert!(!spec.parallel);
         assert_eq!(spec.compression, Compression::Gzip);
         assert_eq!(spec.max_file_size, 5 * 1024 * 1024);
-        let spec = parse(&format!(
-            "iam_role default CSV DELIMITER AS '|' MAXFILESIZE 1 GB parallel true"
-        ))
-        .unwrap();
+        let spec =
+            parse("iam_role default CSV DELIMITER AS '|' MAXFILESIZE 1 GB parallel true").unwrap();
         assert_eq!(spec.delimiter, '|');
         assert_eq!(spec.max_file_size, 1024 * 1024 * 1024);
     }

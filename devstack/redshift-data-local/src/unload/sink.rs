@@ -84,7 +84,7 @@ impl ObjectWriter {
     }
 
     /// Bytes accepted so far (uploaded or buffered).
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.written + self.buf.len() as u64
     }
 
@@ -223,8 +223,8 @@ impl DataFile {
     }
 
     /// Approximate size of the object so far (compressed bytes produced).
-    pub fn len(&self) -> u64 {
-        self.object.len() + self.gzip.as_ref().map_or(0, |g| g.get_ref().len() as u64)
+    pub fn size(&self) -> u64 {
+        self.object.size() + self.gzip.as_ref().map_or(0, |g| g.get_ref().len() as u64)
     }
 
     pub async fn write_record(&mut self, record: &[u8]) -> Result<(), SinkError> {
