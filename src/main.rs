@@ -1,1 +1,5 @@
-fn main() {}
+//! The `redshift-export-worker` binary; everything happens in the library.
+
+fn main() -> std::process::ExitCode {
+    redshift_export_worker::cli::main()
+}

@@ -1,0 +1,161 @@
+//! Writing the archive object by S3 multipart upload with bounded memory: one part filling,
+//! at most one uploading.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption as Sse};
+use tokio::task::JoinHandle;
+
+use crate::aws::{AwsError, AwsResultExt};
+use crate::config::{ArchiveSettings, ServerSideEncryption};
+
+type PartUpload = JoinHandle<Result<CompletedPart, AwsError>>;
+
+/// A multipart upload in progress.
+pub struct MultipartSink {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_size: usize,
+    buffer: Vec<u8>,
+    in_flight: Option<PartUpload>,
+    parts: Vec<CompletedPart>,
+    written: u64,
+}
+
+impl MultipartSink {
+    /// Starts the upload with the archive's content type, disposition and encryption.
+    pub async fn start(
+        client: Client,
+        settings: &ArchiveSettings,
+        key: String,
+        filename: &str,
+    ) -> Result<Self, AwsError> {
+        let mut req = client
+            .create_multipart_upload()
+            .bucket(&settings.bucket)
+            .key(&key)
+            .content_type("application/zip")
+            .content_disposition(format!("attachment; filename=\"{filename}\""));
+        req = match settings.server_side_encryption {
+            ServerSideEncryption::None => req,
+            ServerSideEncryption::Aes256 => req.server_side_encryption(Sse::Aes256),
+            ServerSideEncryption::Kms => req
+                .server_side_encryption(Sse::AwsKms)
+                .set_ssekms_key_id(settings.kms_key_id.clone()),
+        };
+        let out = req.send().await.aws("s3", "CreateMultipartUpload")?;
+        let upload_id = out.upload_id.unwrap_or_default();
+        let part_size = settings.part_size_mib as usize * 1024 * 1024;
+        Ok(MultipartSink {
+            client,
+            bucket: settings.bucket.clone(),
+            key,
+            upload_id,
+            part_size,
+            buffer: Vec::with_capacity(part_size),
+            in_flight: None,
+            parts: Vec::new(),
+            written: 0,
+        })
+    }
+
+    /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill.
+    pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), AwsError> {
+        self.written += data.len() as u64;
+        if self.buffer.is_empty() && data.len() >= self.part_size {
+            std::mem::swap(&mut self.buffer, data);
+        } else {
+            self.buffer.append(data);
+        }
+        while self.buffer.len() >= self.part_size {
+            let rest = self.buffer.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buffer, rest);
+            self.upload(part).await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<(), AwsError> {
+        if let Some(task) = self.in_flight.take() {
+            let part = task.await.map_err(|e| AwsError {
+                service: "s3",
+                operation: "UploadPart",
+                code: None,
+                detail: format!("upload task failed: {e}"),
+                transient: true,
+            })??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    async fn upload(&mut self, body: Vec<u8>) -> Result<(), AwsError> {
+        self.wait_in_flight().await?;
+        let number = self.parts.len() as i32 + 1;
+        let req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body));
+        self.in_flight = Some(tokio::spawn(async move {
+            let out = req.send().await.aws("s3", "UploadPart")?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .build())
+        }));
+        Ok(())
+    }
+
+    /// Uploads what is left and completes the object; returns its size.
+    pub async fn finish(mut self) -> Result<u64, AwsError> {
+        let last = std::mem::take(&mut self.buffer);
+        if !last.is_empty() || self.parts.is_empty() && self.in_flight.is_none() {
+            self.upload(last).await?;
+        }
+        self.wait_in_flight().await?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .aws("s3", "CompleteMultipartUpload")?;
+        Ok(self.written)
+    }
+
+    /// Abandons the upload and frees its parts.
+    pub async fn abort(mut self) {
+        if let Some(task) = self.in_flight.take() {
+            let _ = task.await;
+        }
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .aws("s3", "AbortMultipartUpload");
+        if let Err(e) = result {
+            tracing::warn!(archive_key = %self.key, error = %e, "abort of the archive upload failed");
+        }
+    }
+}

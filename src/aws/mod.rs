@@ -1,0 +1,163 @@
+//! AWS clients built from the standard credential chain with per-service endpoint overrides,
+//! and the one classifier that decides whether an AWS SDK error is worth retrying.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::config::AwsSettings;
+
+/// Every client the daemon uses, sharing one SDK configuration.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub sdk: aws_config::SdkConfig,
+    pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+    pub redshift: aws_sdk_redshiftdata::Client,
+}
+
+impl Clients {
+    pub async fn new(settings: &AwsSettings, sqs_wait_secs: u32) -> Clients {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let sdk = loader.load().await;
+        let e = &settings.endpoints;
+
+        // A long poll must be allowed to outlast its wait.
+        let sqs_timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(u64::from(sqs_wait_secs) + 15))
+            .build();
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(sqs_timeouts);
+        if let Some(url) = &e.sqs {
+            sqs = sqs.endpoint_url(url);
+        }
+        let mut s3 =
+            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.s3_force_path_style);
+        if let Some(url) = &e.s3 {
+            s3 = s3.endpoint_url(url);
+        }
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
+        if let Some(url) = &e.dynamodb {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        let mut sesv2 = aws_sdk_sesv2::config::Builder::from(&sdk);
+        if let Some(url) = &e.sesv2 {
+            sesv2 = sesv2.endpoint_url(url);
+        }
+        let mut redshift = aws_sdk_redshiftdata::config::Builder::from(&sdk);
+        if let Some(url) = &e.redshift_data {
+            redshift = redshift.endpoint_url(url);
+        }
+        Clients {
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            sesv2: aws_sdk_sesv2::Client::from_conf(sesv2.build()),
+            redshift: aws_sdk_redshiftdata::Client::from_conf(redshift.build()),
+            sdk,
+        }
+    }
+}
+
+/// A failed AWS call, classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{service} {operation} failed: {detail}")]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    /// The service's error code, when it answered.
+    pub code: Option<String>,
+    pub detail: String,
+    pub transient: bool,
+}
+
+/// Error codes that mean "slow down" or "try again"; the SDK already retried them a few times.
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalServerError",
+    "InternalServerException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "ActiveStatementsExceededException",
+    "ActiveSessionsExceededException",
+    "KMS.ThrottlingException",
+];
+
+impl AwsError {
+    /// Classifies an SDK error: no response or a broken one, throttling, timeouts and 5xx are
+    /// transient; everything the service rejected on its merits is permanent.
+    pub fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        err: SdkError<E, HttpResponse>,
+    ) -> AwsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let (code, transient) = match &err {
+            SdkError::ConstructionFailure(_) => (None, false),
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => (None, true),
+            SdkError::ServiceError(se) => {
+                let code = se.err().code().map(str::to_string);
+                let server_error = se.raw().status().is_server_error();
+                let transient = server_error
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.contains(&c));
+                (code, transient)
+            }
+            _ => (None, true),
+        };
+        let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+        AwsError {
+            service,
+            operation,
+            code,
+            detail,
+            transient,
+        }
+    }
+
+    pub fn code_is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// Maps an SDK result into a classified error.
+pub trait AwsResultExt<T> {
+    fn aws(self, service: &'static str, operation: &'static str) -> Result<T, AwsError>;
+}
+
+impl<T, E> AwsResultExt<T> for Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn aws(self, service: &'static str, operation: &'static str) -> Result<T, AwsError> {
+        self.map_err(|e| AwsError::from_sdk(service, operation, e))
+    }
+}

@@ -1,0 +1,101 @@
+//! The job error type. Every failure is classified here, once, as transient (retry, then
+//! release the message) or permanent (record `FAILED` with a stable `error_code`).
+
+use crate::aws::AwsError;
+use crate::message::MessageError;
+use crate::template::ParamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The message is not a valid request.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A request that is well-formed but not acceptable (template, parameters, SQL, recipients).
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String },
+    /// An AWS call failed; the classifier decided whether it is worth retrying.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Redshift ran the statement and it failed (the database's error text).
+    #[error("the query failed: {0}")]
+    QueryFailed(String),
+    /// The statement ended ABORTED without this worker asking for it.
+    #[error("the query was aborted in Redshift")]
+    QueryAborted,
+    #[error("the query ran longer than {0} s and was cancelled")]
+    QueryTimeout(u64),
+    /// The unloaded data could not be turned into an archive (bad manifest, corrupt part).
+    #[error("the archive could not be built: {0}")]
+    Archive(String),
+    /// The email was not accepted.
+    #[error("the email could not be sent: {message}")]
+    Email { message: String, transient: bool },
+    /// Someone asked for the request to be cancelled.
+    #[error("the export was cancelled")]
+    Cancelled,
+    /// Another worker changed the request first; this one must stop without side effects.
+    #[error("the request was changed by another worker ({0})")]
+    Conflict(String),
+}
+
+impl JobError {
+    pub fn rejected(code: &'static str, message: impl Into<String>) -> Self {
+        JobError::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Stable, machine-readable code recorded as `error_code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobError::Message(e) => e.code,
+            JobError::Rejected { code, .. } => code,
+            JobError::Aws(e) if e.transient => "aws_unavailable",
+            JobError::Aws(_) => "aws_error",
+            JobError::QueryFailed(_) => "query_failed",
+            JobError::QueryAborted => "query_aborted",
+            JobError::QueryTimeout(_) => "query_timeout",
+            JobError::Archive(_) => "archive_failed",
+            JobError::Email { .. } => "email_failed",
+            JobError::Cancelled => "cancelled",
+            JobError::Conflict(_) => "conflict",
+        }
+    }
+
+    /// True when trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Aws(e) => e.transient,
+            JobError::Email { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// A sentence for a person receiving a failure email: no SQL, no internals.
+    pub fn plain_words(&self) -> &'static str {
+        match self.code() {
+            "unknown_template" => "The requested export does not exist.",
+            "missing_parameter" | "unknown_parameter" | "invalid_parameter" => {
+                "The export request had missing or invalid parameters."
+            }
+            "query_failed" | "query_aborted" => "The database could not run the export query.",
+            "query_timeout" => "The export query took too long and was stopped.",
+            "recipient_not_allowed" | "invalid_recipient" | "too_many_recipients" => {
+                "The export request named recipients that are not allowed."
+            }
+            "cancelled" => "The export was cancelled.",
+            "attempts_exhausted" => "The export failed repeatedly and was given up.",
+            _ => "The export could not be completed.",
+        }
+    }
+}
+
+impl From<ParamError> for JobError {
+    fn from(e: ParamError) -> Self {
+        JobError::Rejected {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! One export through its stages — QUEUED → QUERYING → ARCHIVING → NOTIFYING → COMPLETED —
+//! resumable from whatever state DynamoDB recorded: a redelivered message re-attaches to the
+//! recorded statement, rebuilds the archive under the same key, and sends the email only if
+//! its acceptance was not recorded. A terminal request is acknowledged without any work.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::archive::{Archiver, Plan};
+use crate::aws::Clients;
+use crate::config::Settings;
+use crate::error::JobError;
+use crate::message::{EmailAddress, ExportRequest, MessageError, QuerySource, RequestId};
+use crate::notify::Mailer;
+use crate::notify::templates::{FailureContext, ReadyContext, Templates, human_size};
+use crate::redshift::Redshift;
+use crate::state::{Changes, StateItem, StateStore, Status, timestamp};
+use crate::{presign, sqlcheck, unload};
+
+/// Everything a job talks to, built once at start-up.
+pub struct Services {
+    pub settings: Settings,
+    pub clients: Clients,
+    pub state: StateStore,
+    pub redshift: Redshift,
+    pub archiver: Archiver,
+    pub mailer: Mailer,
+    pub templates: Templates,
+}
+
+impl Services {
+    pub async fn new(settings: Settings) -> Result<Arc<Services>, String> {
+        let clients = Clients::new(&settings.aws, settings.queue.wait_secs).await;
+        let worker = if settings.worker.id.is_empty() {
+            default_worker_id()
+        } else {
+            settings.worker.id.clone()
+        };
+        let state = StateStore::new(
+            clients.dynamodb.clone(),
+            settings.state.table.clone(),
+            settings.state.ttl_days,
+            worker,
+        );
+        let redshift = Redshift::new(clients.redshift.clone(), settings.redshift.clone());
+        let archiver = Archiver::new(
+            clients.s3.clone(),
+            settings.archive.clone(),
+            settings.upload.bucket.clone(),
+        );
+        let mailer = Mailer::new(&settings.email, clients.sesv2.clone())?;
+        let templates = Templates::load(&settings.email.templates)?;
+        Ok(Arc::new(Services {
+            settings,
+            clients,
+            state,
+            redshift,
+            archiver,
+            mailer,
+            templates,
+        }))
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}:{}",
+        if host.is_empty() { "worker" } else { &host },
+        std::process::id()
+    )
+}
+
+/// What to do with the message afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request is terminal (now or already): delete the message.
+    Finished(Status),
+    /// A transient failure: release the message so it comes back after this delay.
+    Retry(Duration),
+    /// Another worker owns the request: leave the message alone.
+    Yield,
+}
+
+/// A request checked against the configuration, ready to run.
+struct Prepared {
+    select: String,
+    layout: crate::config::Layout,
+    recipients: Vec<EmailAddress>,
+}
+
+fn prepare(settings: &Settings, request: &ExportRequest) -> Result<Prepared, JobError> {
+    let select = match &request.query {
+        QuerySource::Template { name, params } => {
+            let template = settings.templates.get(name).ok_or_else(|| {
+                JobError::rejected(
+                    "unknown_template",
+                    format!("no query template named {name:?}"),
+                )
+            })?;
+            template.render(params)?
+        }
+        QuerySource::Sql(sql) => {
+            if !settings.sql.allow_raw {
+                return Err(JobError::rejected(
+                    "raw_sql_disabled",
+                    "raw SQL is not enabled on this worker",
+                ));
+            }
+            sqlcheck::check_select(sql).map_err(|e| JobError::rejected("invalid_sql", e))?;
+            sql.clone()
+        }
+    };
+    let recipients = if request.recipients.is_empty() {
+        settings
+            .email
+            .default_recipients
+            .iter()
+            .filter_map(|r| EmailAddress::parse(r).ok())
+            .collect()
+    } else {
+        request.recipients.clone()
+    };
+    if recipients.is_empty() {
+        return Err(JobError::rejected(
+            "no_recipients",
+            "the request names no recipients and none are configured",
+        ));
+    }
+    let allowed = &settings.email.allowed_domains;
+    if let Some(r) = recipients.iter().find(|r| {
+        !allowed.is_empty() && !allowed.iter().any(|d| d.eq_ignore_ascii_case(r.domain()))
+    }) {
+        return Err(JobError::rejected(
+            "recipient_not_allowed",
+            format!("recipient domain {} is not allowed", r.domain()),
+        ));
+    }
+    Ok(Prepared {
+        select,
+        layout: request.layout.unwrap_or(settings.archive.layout),
+        recipients,
+    })
+}
+
+/// Runs `op`, retrying transient failures with capped exponential backoff and jitter.
+pub async fn retrying<T, F, Fut>(what: &str, retries: u32, mut op: F) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, JobError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && attempt < retries => {
+                attempt += 1;
+                tracing::warn!(operation = what, attempt, error = %e, "transient failure; retrying");
+                let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
+                tokio::time::sleep(delay + jitter).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Processes one delivery of a valid request.
+pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32) -> Outcome {
+    let retries = svc.settings.worker.stage_retries;
+    let item = retrying("create state", retries, || {
+        svc.state.create_or_load(
+            &request.request_id,
+            request.query_name(),
+            request.requested_by.as_deref(),
+        )
+    })
+    .await;
+    let item = match item {
+        Ok(item) => item,
+        Err(e) => return after_error(svc, None, request, &[], e).await,
+    };
+    if item.status.is_terminal() {
+        tracing::info!(
+            status = item.status.as_str(),
+            "request already finished; acknowledging"
+        );
+        return Outcome::Finished(item.status);
+    }
+    if receive_count > svc.settings.worker.max_attempts {
+        let e = JobError::rejected(
+            "attempts_exhausted",
+            format!(
+                "delivered {receive_count} times; the limit is {}",
+                svc.settings.worker.max_attempts
+            ),
+        );
+        return after_error(svc, Some(item), request, &[], e).await;
+    }
+    let prepared = match prepare(&svc.settings, request) {
+        Ok(p) => p,
+        Err(e) => return after_error(svc, Some(item), request, &request.recipients, e).await,
+    };
+    let mut current = item.clone();
+    match run_stages(svc, request, &prepared, &mut current).await {
+        Ok(status) => Outcome::Finished(status),
+        Err(e) => after_error(svc, Some(current), request, &prepared.recipients, e).await,
+    }
+}
+
+/// Advances the request until it is terminal. `item` always holds the latest recorded state.
+async fn run_stages(
+    svc: &Services,
+    request: &ExportRequest,
+    p: &Prepared,
+    item: &mut StateItem,
+) -> Result<Status, JobError> {
+    let s = &svc.settings;
+    let retries = s.worker.stage_retries;
+    let rid = &request.request_id;
+    loop {
+        let prefix = unload::attempt_prefix(&s.upload.prefix, rid, item.attempt);
+        match item.status {
+            Status::Queued => {
+                let attempt = item.attempt + 1;
+                let prefix = unload::attempt_prefix(&s.upload.prefix, rid, attempt);
+                let sql = unload::build(
+                    &p.select,
+                    request.format,
+                    p.layout,
+                    &s.redshift,
+                    &s.upload.bucket,
+                    &prefix,
+                );
+                let id = retrying("execute statement", retries, || {
+                    svc.redshift.execute(&sql, rid, attempt)
+                })
+                .await?;
+                tracing::Span::current().record("statement_id", id.as_str());
+                tracing::info!(attempt, "statement submitted");
+                let changes = Changes {
+                    attempt: Some(attempt),
+                    statement_id: Some(id.clone()),
+                    ..Changes::default()
+                };
+                *item = svc
+                    .state
+                    .transition(
+                        item,
+                        Status::Querying,
+                        changes,
+                        &format!("statement {id} submitted"),
+                    )
+                    .await?;
+            }
+            Status::Querying => {
+                let Some(id) = item.statement_id.clone() else {
+                    return Err(JobError::Conflict("QUERYING without a statement id".into()));
+                };
+                tracing::Span::current().record("statement_id", id.as_str());
+                let finished = svc.redshift.wait(&id, async || false).await;
+                // A transient DescribeStatement failure is retried by re-attaching later.
+                let finished = finished?;
+                tracing::info!(result_rows = finished.result_rows, "statement finished");
+                *item = svc
+                    .state
+                    .transition(
+                        item,
+                        Status::Archiving,
+                        Changes::default(),
+                        "query finished",
+                    )
+                    .await?;
+            }
+            Status::Archiving => {
+                let plan = Plan {
+                    request_id: rid,
+                    format: request.format,
+                    layout: p.layout,
+                    unload_prefix: &prefix,
+                };
+                let archived =
+                    retrying("build archive", retries, || svc.archiver.build(plan)).await?;
+                tracing::info!(rows = archived.rows, archive_bytes = archived.bytes, archive_key = %archived.key, "archive written");
+                let changes = Changes {
+                    rows: Some(archived.rows),
+                    archive_bytes: Some(archived.bytes),
+                    archive_key: Some(archived.key.clone()),
+                    ..Changes::default()
+                };
+                *item = svc
+                    .state
+                    .transition(item, Status::Notifying, changes, "archive written")
+                    .await?;
+                if s.upload.delete_after_archive {
+                    match svc.archiver.delete_unloaded(&prefix).await {
+                        Ok(n) => tracing::debug!(objects = n, "unloaded files deleted"),
+                        Err(e) => tracing::warn!(error = %e, "unloaded files could not be deleted"),
+                    }
+                }
+            }
+            Status::Notifying => {
+                let mut changes = Changes::default();
+                if item.notified_at.is_none() {
+                    let (sent_at, expires_at) =
+                        notify_ready(svc, request, item, &p.recipients).await?;
+                    changes.notified_at = Some(sent_at);
+                    changes.url_expires_at = Some(expires_at);
+                }
+                *item = svc
+                    .state
+                    .transition(item, Status::Completed, changes, "email accepted")
+                    .await?;
+                tracing::info!("export completed");
+            }
+            terminal => return Ok(terminal),
+        }
+    }
+}
+
+/// Presigns the link and sends the success email; returns (sent at, link expiry).
+async fn notify_ready(
+    svc: &Services,
+    request: &ExportRequest,
+    item: &StateItem,
+    recipients: &[EmailAddress],
+) -> Result<(String, String), JobError> {
+    let s = &svc.settings;
+    let key = item
+        .archive_key
+        .clone()
+        .unwrap_or_else(|| svc.archiver.archive_key(&request.request_id));
+    let filename = format!("{}.zip", request.request_id);
+    let link = presign::presign(
+        &svc.clients.s3,
+        &svc.clients.sdk,
+        &s.archive.bucket,
+        &key,
+        &filename,
+        Duration::from_secs(s.presign.expiry_secs),
+    )
+    .await?;
+    let expires_at = timestamp(link.expires_at);
+    let bytes = item.archive_bytes.unwrap_or(0);
+    let rendered = svc
+        .templates
+        .ready(&ReadyContext {
+            request_id: request.request_id.as_str(),
+            query: request.query_name(),
+            rows: item.rows.unwrap_or(0),
+            archive_bytes: bytes,
+            archive_size: human_size(bytes),
+            url: &link.url,
+            expires_at: expires_at.clone(),
+        })
+        .map_err(|e| JobError::Email {
+            message: e,
+            transient: false,
+        })?;
+    let id = retrying("send email", s.worker.stage_retries, || {
+        svc.mailer.send(recipients, &rendered)
+    })
+    .await?;
+    tracing::info!(transport = svc.mailer.transport_name(), recipients = recipients.len(), message_id = ?id, "email accepted");
+    Ok((timestamp(SystemTime::now()), expires_at))
+}
+
+/// Decides what an error means for the request and the message.
+async fn after_error(
+    svc: &Services,
+    item: Option<StateItem>,
+    request: &ExportRequest,
+    recipients: &[EmailAddress],
+    e: JobError,
+) -> Outcome {
+    match &e {
+        JobError::Conflict(why) => {
+            tracing::info!(reason = %why, "another worker changed the request; leaving it");
+            return Outcome::Yield;
+        }
+        e if e.is_transient() => {
+            let delay = Duration::from_secs(u64::from(svc.settings.worker.retry_delay_secs));
+            tracing::warn!(error = %e, retry_in_secs = delay.as_secs(), "transient failure; the message will be retried");
+            return Outcome::Retry(delay);
+        }
+        _ => {}
+    }
+    let Some(item) = item else {
+        tracing::error!(error = %e, "failure before the request could be recorded; the message will be retried");
+        return Outcome::Retry(Duration::from_secs(u64::from(
+            svc.settings.worker.retry_delay_secs,
+        )));
+    };
+    fail(
+        svc,
+        item,
+        &request.request_id,
+        request.query_name(),
+        recipients,
+        e,
+    )
+    .await
+}
+
+/// Records FAILED (or CANCELLED) with the error's code and, if configured, tells the recipients.
+pub async fn fail(
+    svc: &Services,
+    item: StateItem,
+    request_id: &RequestId,
+    query: &str,
+    recipients: &[EmailAddress],
+    e: JobError,
+) -> Outcome {
+    let to = if matches!(e, JobError::Cancelled) {
+        Status::Cancelled
+    } else {
+        Status::Failed
+    };
+    tracing::warn!(error_code = e.code(), error = %e, "export failed");
+    let changes = Changes {
+        error_code: Some(e.code().to_string()),
+        error_message: Some(e.to_string()),
+        ..Changes::default()
+    };
+    let recorded = retrying("record failure", svc.settings.worker.stage_retries, || {
+        svc.state.transition(&item, to, changes.clone(), e.code())
+    })
+    .await;
+    match recorded {
+        Ok(_) => {}
+        Err(JobError::Conflict(_)) => return Outcome::Yield,
+        Err(record_error) => {
+            tracing::error!(error = %record_error, "the failure could not be recorded; the message will be retried");
+            return Outcome::Retry(Duration::from_secs(u64::from(
+                svc.settings.worker.retry_delay_secs,
+            )));
+        }
+    }
+    if svc.settings.email.notify_on_failure && !recipients.is_empty() {
+        let rendered = svc.templates.failure(&FailureContext {
+            request_id: request_id.as_str(),
+            query,
+            error_code: e.code(),
+            reason: e.plain_words(),
+        });
+        match rendered {
+            Ok(rendered) => {
+                if let Err(mail_error) = svc.mailer.send(recipients, &rendered).await {
+                    tracing::warn!(error = %mail_error, "failure email not sent");
+                }
+            }
+            Err(template_error) => {
+                tracing::warn!(error = %template_error, "failure email not rendered")
+            }
+        }
+    }
+    if item.attempt > 0 {
+        let prefix = unload::attempt_prefix(&svc.settings.upload.prefix, request_id, item.attempt);
+        if let Err(cleanup_error) = svc.archiver.delete_unloaded(&prefix).await {
+            tracing::warn!(error = %cleanup_error, "unloaded files of the failed request could not be deleted");
+        }
+    }
+    Outcome::Finished(to)
+}
+
+/// A message that names a request id but is not a valid request: record it FAILED.
+pub async fn reject(svc: &Services, error: MessageError) -> Outcome {
+    let Some(request_id) = error.request_id.clone() else {
+        return Outcome::Retry(Duration::from_secs(u64::from(
+            svc.settings.worker.retry_delay_secs,
+        )));
+    };
+    let item = retrying("create state", svc.settings.worker.stage_retries, || {
+        svc.state.create_or_load(&request_id, "invalid", None)
+    })
+    .await;
+    match item {
+        Ok(item) if item.status.is_terminal() => Outcome::Finished(item.status),
+        Ok(item) => {
+            fail(
+                svc,
+                item,
+                &request_id,
+                "invalid",
+                &[],
+                JobError::Message(error),
+            )
+            .await
+        }
+        Err(JobError::Conflict(_)) => Outcome::Yield,
+        Err(e) => {
+            tracing::warn!(error = %e, "the invalid request could not be recorded; the message will be retried");
+            Outcome::Retry(Duration::from_secs(u64::from(
+                svc.settings.worker.retry_delay_secs,
+            )))
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Presigned GET links for archives (DESIGN §7). The link is a bearer credential: it is
+//! returned to the caller for the email and never logged or stored. Its real lifetime is the
+//! requested one capped by the signing credentials' own expiry, and that is what is reported.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_s3::presigning::PresigningConfig;
+
+use crate::error::JobError;
+
+/// A presigned link and when it really stops working.
+pub struct Link {
+    pub url: String,
+    pub expires_at: SystemTime,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("url", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The most SigV4 allows.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(604_800);
+
+/// Signs a GET of `bucket/key` that downloads as `filename`.
+pub async fn presign(
+    s3: &aws_sdk_s3::Client,
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    key: &str,
+    filename: &str,
+    requested: Duration,
+) -> Result<Link, JobError> {
+    let requested = requested.min(MAX_EXPIRY);
+    let now = SystemTime::now();
+    let mut expires_at = now + requested;
+    if let Some(provider) = sdk.credentials_provider() {
+        match provider.provide_credentials().await {
+            Ok(creds) => {
+                if let Some(creds_expiry) = creds.expiry() {
+                    expires_at = expires_at.min(creds_expiry);
+                }
+            }
+            Err(e) => {
+                return Err(JobError::rejected(
+                    "credentials_unavailable",
+                    format!("no AWS credentials to sign with: {e}"),
+                ));
+            }
+        }
+    }
+    let lifetime = expires_at
+        .duration_since(now)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    let config = PresigningConfig::expires_in(lifetime)
+        .map_err(|e| JobError::rejected("invalid_presign_expiry", e.to_string()))?;
+    let request = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+        .response_content_type("application/zip")
+        .presigned(config)
+        .await
+        .map_err(|e| {
+            JobError::rejected(
+                "presign_failed",
+                aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+            )
+        })?;
+    Ok(Link {
+        url: request.uri().to_string(),
+        expires_at,
+    })
+}

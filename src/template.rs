@@ -1,0 +1,622 @@
+//! Query templates and the SQL literal renderer — the project's most security-critical code.
+//!
+//! The Data API cannot bind parameters inside UNLOAD's quoted SELECT, so every value is
+//! rendered here as a SQL literal of its declared type after validation. Redshift's lexer
+//! treats a backslash inside a string literal as an escape character (it has no
+//! `standard_conforming_strings`), so a string literal doubles both `'` and `\`. Only string
+//! values are ever quoted; every other type is rendered from a parsed, re-formatted value
+//! whose characters cannot leave the literal.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A template as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// One SELECT with `:name` placeholders.
+    pub sql: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+/// Declared type of a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Integer,
+    Decimal,
+    Date,
+    Timestamp,
+    Boolean,
+    Enum,
+}
+
+/// A parameter's type and constraints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Regular expression the whole value must match (string).
+    pub pattern: Option<String>,
+    /// Most characters (string).
+    pub max_length: Option<usize>,
+    /// Smallest / largest value (integer, decimal; date and timestamp as ISO text).
+    pub min: Option<Value>,
+    pub max: Option<Value>,
+    /// Allowed values (enum).
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Used when the request does not give the parameter; without it the parameter is required.
+    pub default: Option<Value>,
+}
+
+/// Why parameter values are rejected. `code` is stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParamError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(name: &str, why: impl std::fmt::Display) -> ParamError {
+    ParamError {
+        code: "invalid_parameter",
+        message: format!("parameter {name}: {why}"),
+    }
+}
+
+/// Byte range and name of one `:name` placeholder in template text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placeholder {
+    start: usize,
+    end: usize,
+    name: String,
+}
+
+/// Finds `:name` placeholders outside literals, quoted identifiers and comments, with
+/// Redshift's lexical rules (backslash escapes in literals, `::` casts).
+fn placeholders(sql: &str) -> Result<Vec<Placeholder>, String> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err("unterminated string literal".into()),
+                        Some(b'\\') => i += 2,
+                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'"' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err("unterminated quoted identifier".into()),
+                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let end = sql[i + 2..].find("*/").ok_or("unterminated comment")?;
+                i += end + 4;
+            }
+            b':' if b.get(i + 1) == Some(&b':') => i += 2,
+            b':' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
+                let start = i;
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                out.push(Placeholder {
+                    start,
+                    end: i,
+                    name: sql[start + 1..i].to_string(),
+                });
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(out)
+}
+
+impl TemplateSpec {
+    /// Configuration-time checks: placeholders and declarations agree, constraints are
+    /// consistent, and the SELECT (with NULL for every placeholder) is one read-only query
+    /// that UNLOAD accepts.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        let found = placeholders(&self.sql).map_err(|e| format!("template {name}: {e}"))?;
+        for p in &found {
+            if !self.params.contains_key(&p.name) {
+                return Err(format!(
+                    "template {name}: placeholder :{} is not declared in params",
+                    p.name
+                ));
+            }
+        }
+        for (param, spec) in &self.params {
+            if !found.iter().any(|p| &p.name == param) {
+                return Err(format!(
+                    "template {name}: parameter {param} is declared but not used in sql"
+                ));
+            }
+            if let Some(pattern) = &spec.pattern {
+                Regex::new(pattern)
+                    .map_err(|e| format!("template {name}: parameter {param}: bad pattern: {e}"))?;
+            }
+            if spec.ty == ParamType::Enum && spec.values.is_empty() {
+                return Err(format!(
+                    "template {name}: enum parameter {param} needs values"
+                ));
+            }
+            if let Some(default) = &spec.default {
+                render_value(param, spec, default)
+                    .map_err(|e| format!("template {name}: default: {e}"))?;
+            }
+        }
+        let mut probe = self.sql.clone();
+        for p in found.iter().rev() {
+            probe.replace_range(p.start..p.end, "NULL");
+        }
+        crate::sqlcheck::check_select(&probe).map_err(|e| format!("template {name}: {e}"))
+    }
+
+    /// Renders the SELECT with every placeholder replaced by its validated literal.
+    pub fn render(&self, values: &BTreeMap<String, Value>) -> Result<String, ParamError> {
+        if let Some(unknown) = values.keys().find(|k| !self.params.contains_key(*k)) {
+            return Err(ParamError {
+                code: "unknown_parameter",
+                message: format!("unknown parameter {unknown}"),
+            });
+        }
+        let mut literals = BTreeMap::new();
+        for (name, spec) in &self.params {
+            let value = values
+                .get(name)
+                .or(spec.default.as_ref())
+                .ok_or_else(|| ParamError {
+                    code: "missing_parameter",
+                    message: format!("missing parameter {name}"),
+                })?;
+            literals.insert(name.as_str(), render_value(name, spec, value)?);
+        }
+        let found = placeholders(&self.sql).map_err(|e| invalid("template", e))?;
+        let mut out = String::with_capacity(self.sql.len() + 64);
+        let mut last = 0;
+        for p in &found {
+            out.push_str(&self.sql[last..p.start]);
+            out.push_str(
+                literals
+                    .get(p.name.as_str())
+                    .ok_or_else(|| invalid(&p.name, "not declared"))?,
+            );
+            last = p.end;
+        }
+        out.push_str(&self.sql[last..]);
+        Ok(out)
+    }
+}
+
+/// A string as a Redshift literal: `'` and `\` doubled. Rejects NUL, which no Redshift
+/// string can hold.
+pub fn string_literal(value: &str) -> Result<String, String> {
+    if value.contains('\0') {
+        return Err("contains a NUL character".into());
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for ch in value.chars() {
+        match ch {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            _ => out.push(ch),
+        }
+    }
+    out.push('\'');
+    Ok(out)
+}
+
+/// The text of a value given as a JSON string, or a JSON number / boolean where the type
+/// allows it.
+fn text_of<'a>(name: &str, value: &'a Value) -> Result<std::borrow::Cow<'a, str>, ParamError> {
+    match value {
+        Value::String(s) => Ok(s.as_str().into()),
+        Value::Number(n) => Ok(n.to_string().into()),
+        Value::Bool(b) => Ok(b.to_string().into()),
+        Value::Null => Err(invalid(name, "must not be null")),
+        _ => Err(invalid(name, "must be a string, number or boolean")),
+    }
+}
+
+fn decimal_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"^-?[0-9]{1,38}(\.[0-9]{1,37})?$").unwrap_or_else(|_| unreachable!())
+    })
+}
+
+/// Validates one value against its spec and renders it as SQL.
+fn render_value(name: &str, spec: &ParamSpec, value: &Value) -> Result<String, ParamError> {
+    match spec.ty {
+        ParamType::String => {
+            let Value::String(s) = value else {
+                return Err(invalid(name, "must be a string"));
+            };
+            if let Some(max) = spec.max_length
+                && s.chars().count() > max
+            {
+                return Err(invalid(name, format!("longer than {max} characters")));
+            }
+            if let Some(pattern) = &spec.pattern {
+                let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| invalid(name, e))?;
+                if !re.is_match(s) {
+                    return Err(invalid(name, format!("does not match {pattern}")));
+                }
+            }
+            string_literal(s).map_err(|e| invalid(name, e))
+        }
+        ParamType::Enum => {
+            let Value::String(s) = value else {
+                return Err(invalid(name, "must be a string"));
+            };
+            if !spec.values.iter().any(|v| v == s) {
+                return Err(invalid(
+                    name,
+                    format!("must be one of {}", spec.values.join(", ")),
+                ));
+            }
+            string_literal(s).map_err(|e| invalid(name, e))
+        }
+        ParamType::Integer => {
+            let text = text_of(name, value)?;
+            let n: i64 = text
+                .trim()
+                .parse()
+                .map_err(|_| invalid(name, format!("{text:?} is not an integer")))?;
+            check_bounds(name, spec, n as f64, |v| v.as_f64())?;
+            Ok(n.to_string())
+        }
+        ParamType::Decimal => {
+            let text = text_of(name, value)?;
+            let text = text.trim();
+            if !decimal_regex().is_match(text) {
+                return Err(invalid(name, format!("{text:?} is not a decimal number")));
+            }
+            let approx: f64 = text.parse().map_err(|_| invalid(name, "not a number"))?;
+            check_bounds(name, spec, approx, |v| {
+                v.as_f64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })?;
+            Ok(text.to_string())
+        }
+        ParamType::Boolean => match value {
+            Value::Bool(true) => Ok("TRUE".into()),
+            Value::Bool(false) => Ok("FALSE".into()),
+            Value::String(s) if s == "true" => Ok("TRUE".into()),
+            Value::String(s) if s == "false" => Ok("FALSE".into()),
+            _ => Err(invalid(name, "must be true or false")),
+        },
+        ParamType::Date => {
+            let Value::String(s) = value else {
+                return Err(invalid(name, "must be a YYYY-MM-DD string"));
+            };
+            let date = parse_date(s)
+                .ok_or_else(|| invalid(name, format!("{s:?} is not a YYYY-MM-DD date")))?;
+            check_text_bounds(name, spec, &date)?;
+            Ok(format!("DATE '{date}'"))
+        }
+        ParamType::Timestamp => {
+            let Value::String(s) = value else {
+                return Err(invalid(name, "must be a timestamp string"));
+            };
+            let ts = parse_timestamp(s).ok_or_else(|| {
+                invalid(
+                    name,
+                    format!("{s:?} is not a YYYY-MM-DD HH:MM:SS[.ffffff] timestamp"),
+                )
+            })?;
+            check_text_bounds(name, spec, &ts)?;
+            Ok(format!("TIMESTAMP '{ts}'"))
+        }
+    }
+}
+
+fn check_bounds(
+    name: &str,
+    spec: &ParamSpec,
+    v: f64,
+    num: impl Fn(&Value) -> Option<f64>,
+) -> Result<(), ParamError> {
+    if let Some(min) = spec.min.as_ref().and_then(&num)
+        && v < min
+    {
+        return Err(invalid(name, format!("must be at least {min}")));
+    }
+    if let Some(max) = spec.max.as_ref().and_then(&num)
+        && v > max
+    {
+        return Err(invalid(name, format!("must be at most {max}")));
+    }
+    Ok(())
+}
+
+/// ISO dates and timestamps compare correctly as text.
+fn check_text_bounds(name: &str, spec: &ParamSpec, v: &str) -> Result<(), ParamError> {
+    if let Some(min) = spec.min.as_ref().and_then(Value::as_str)
+        && v < min
+    {
+        return Err(invalid(name, format!("must not be before {min}")));
+    }
+    if let Some(max) = spec.max.as_ref().and_then(Value::as_str)
+        && v > max
+    {
+        return Err(invalid(name, format!("must not be after {max}")));
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD`, a real calendar date, re-formatted from its numbers.
+fn parse_date(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days[(m - 1) as usize] {
+        return None;
+    }
+    Some(format!("{y:04}-{m:02}-{d:02}"))
+}
+
+/// `YYYY-MM-DD[ T]HH:MM:SS[.f{1,6}]`, re-formatted from its numbers.
+fn parse_timestamp(s: &str) -> Option<String> {
+    if s.len() < 19 || !s.is_char_boundary(10) || !matches!(s.as_bytes()[10], b' ' | b'T') {
+        return None;
+    }
+    let date = parse_date(&s[..10])?;
+    let time = &s[11..];
+    let (hms, frac) = time
+        .split_once('.')
+        .map_or((time, None), |(a, b)| (a, Some(b)));
+    let parts: Vec<&str> = hms.split(':').collect();
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (h, m, sec): (u32, u32, u32) = (
+        parts[0].parse().ok()?,
+        parts[1].parse().ok()?,
+        parts[2].parse().ok()?,
+    );
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    let frac = match frac {
+        None => String::new(),
+        Some(f) if (1..=6).contains(&f.len()) && f.bytes().all(|c| c.is_ascii_digit()) => {
+            format!(".{f}")
+        }
+        Some(_) => return None,
+    };
+    Some(format!("{date} {h:02}:{m:02}:{sec:02}{frac}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(ty: ParamType) -> ParamSpec {
+        ParamSpec {
+            ty,
+            pattern: None,
+            max_length: None,
+            min: None,
+            max: None,
+            values: vec![],
+            default: None,
+        }
+    }
+
+    fn template(sql: &str, params: &[(&str, ParamSpec)]) -> TemplateSpec {
+        TemplateSpec {
+            sql: sql.into(),
+            description: None,
+            params: params
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn string_literals_double_quotes_and_backslashes() {
+        assert_eq!(string_literal("abc").unwrap(), "'abc'");
+        assert_eq!(string_literal("it's").unwrap(), "'it''s'");
+        assert_eq!(string_literal(r"a\b").unwrap(), r"'a\\b'");
+        assert_eq!(string_literal(r"\'").unwrap(), r"'\\'''");
+        assert_eq!(string_literal("").unwrap(), "''");
+        assert!(string_literal("a\0b").is_err());
+    }
+
+    #[test]
+    fn render_substitutes_only_real_placeholders() {
+        let t = template(
+            "select * from t where sku = :sku and note = ':sku' and x::int = 1 -- :sku\n and y = :sku",
+            &[("sku", spec(ParamType::String))],
+        );
+        let out = t
+            .render(&[("sku".to_string(), json!("O'B"))].into())
+            .unwrap();
+        assert_eq!(
+            out,
+            "select * from t where sku = 'O''B' and note = ':sku' and x::int = 1 -- :sku\n and y = 'O''B'"
+        );
+    }
+
+    #[test]
+    fn typed_values_render_canonically() {
+        let cases = [
+            (ParamType::Integer, json!(42), "42"),
+            (ParamType::Integer, json!("-7"), "-7"),
+            (ParamType::Decimal, json!("12.50"), "12.50"),
+            (ParamType::Decimal, json!(3), "3"),
+            (ParamType::Boolean, json!(true), "TRUE"),
+            (ParamType::Date, json!("2024-02-29"), "DATE '2024-02-29'"),
+            (
+                ParamType::Timestamp,
+                json!("2024-01-02T03:04:05.123"),
+                "TIMESTAMP '2024-01-02 03:04:05.123'",
+            ),
+        ];
+        for (ty, value, expected) in cases {
+            assert_eq!(
+                render_value("p", &spec(ty), &value).unwrap(),
+                expected,
+                "{ty:?} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_codes() {
+        let bad = [
+            (ParamType::Integer, json!("1; drop table x")),
+            (ParamType::Integer, json!("9223372036854775808")),
+            (ParamType::Integer, json!(1.5)),
+            (ParamType::Decimal, json!("1e5")),
+            (ParamType::Decimal, json!("1.2.3")),
+            (ParamType::Boolean, json!("yes")),
+            (ParamType::Date, json!("2023-02-29")),
+            (ParamType::Date, json!("2024-1-01")),
+            (ParamType::Date, json!("2024-01-01' or '1'='1")),
+            (ParamType::Timestamp, json!("2024-01-01 24:00:00")),
+            (ParamType::Timestamp, json!("2024-01-01 00:00:00.1234567")),
+            (ParamType::String, json!(5)),
+            (ParamType::String, json!(null)),
+        ];
+        for (ty, value) in bad {
+            let e = render_value("p", &spec(ty), &value).unwrap_err();
+            assert_eq!(e.code, "invalid_parameter", "{ty:?} {value}");
+        }
+    }
+
+    #[test]
+    fn constraints_apply() {
+        let mut s = spec(ParamType::String);
+        s.max_length = Some(3);
+        s.pattern = Some("[A-Z]+".into());
+        assert!(render_value("p", &s, &json!("ABC")).is_ok());
+        assert!(render_value("p", &s, &json!("ABCD")).is_err());
+        assert!(render_value("p", &s, &json!("AB1")).is_err());
+        assert!(
+            render_value("p", &s, &json!("ABC\nX")).is_err(),
+            "pattern anchors the whole value"
+        );
+        let mut n = spec(ParamType::Integer);
+        n.min = Some(json!(1));
+        n.max = Some(json!(10));
+        assert!(render_value("p", &n, &json!(10)).is_ok());
+        assert!(render_value("p", &n, &json!(11)).is_err());
+        let mut e = spec(ParamType::Enum);
+        e.values = vec!["a".into(), "b".into()];
+        assert_eq!(render_value("p", &e, &json!("b")).unwrap(), "'b'");
+        assert!(render_value("p", &e, &json!("c")).is_err());
+        let mut d = spec(ParamType::Date);
+        d.min = Some(json!("2024-01-01"));
+        assert!(render_value("p", &d, &json!("2023-12-31")).is_err());
+    }
+
+    #[test]
+    fn missing_unknown_and_defaults() {
+        let mut limit = spec(ParamType::Integer);
+        limit.default = Some(json!(5));
+        let t = template(
+            "select * from t where a = :a and b < :b",
+            &[("a", spec(ParamType::String)), ("b", limit)],
+        );
+        assert_eq!(
+            t.render(&BTreeMap::new()).unwrap_err().code,
+            "missing_parameter"
+        );
+        let unknown = [("a".to_string(), json!("x")), ("zz".to_string(), json!(1))].into();
+        assert_eq!(t.render(&unknown).unwrap_err().code, "unknown_parameter");
+        assert_eq!(
+            t.render(&[("a".to_string(), json!("x"))].into()).unwrap(),
+            "select * from t where a = 'x' and b < 5"
+        );
+    }
+
+    #[test]
+    fn template_checks_catch_configuration_mistakes() {
+        let ok = template(
+            "select * from t where a = :a",
+            &[("a", spec(ParamType::String))],
+        );
+        assert!(ok.check("t").is_ok());
+        let undeclared = template("select * from t where a = :a", &[]);
+        assert!(undeclared.check("t").unwrap_err().contains("not declared"));
+        let unused = template("select * from t", &[("a", spec(ParamType::String))]);
+        assert!(unused.check("t").unwrap_err().contains("not used"));
+        let limited = template(
+            "select * from t where a = :a limit 5",
+            &[("a", spec(ParamType::String))],
+        );
+        assert!(limited.check("t").unwrap_err().contains("LIMIT"));
+        let dml = template(
+            "delete from t where a = :a",
+            &[("a", spec(ParamType::String))],
+        );
+        assert!(dml.check("t").is_err());
+    }
+}
