@@ -2,13 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use aws_sdk_redshiftdata::error::ProvideErrorMetadata;
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
-use common::{Emulator, var, wait_terminal};
+use testkit::{Emulator, var, wait_terminal};
+
+/// A private emulator process built from this crate.
+async fn emulator(extra: &[&str]) -> Emulator {
+    Emulator::start(env!("CARGO_BIN_EXE_redshift-data-local"), extra).await
+}
 
 fn param(name: &str, value: &str) -> SqlParameter {
     SqlParameter::builder()
@@ -33,7 +36,7 @@ async fn submit(client: &aws_sdk_redshiftdata::Client, sql: &str) -> String {
 
 #[tokio::test]
 async fn statement_lifecycle_reaches_finished_with_describe_fields() {
-    let emu = Emulator::start_with(&["--step-delay-ms", "100"]).await;
+    let emu = emulator(&["--step-delay-ms", "100"]).await;
     let client = emu.client();
     let sql = "select sku, product_id from rsdataapi.product_detail order by sku";
     let out = client
@@ -76,7 +79,7 @@ async fn statement_lifecycle_reaches_finished_with_describe_fields() {
 
 #[tokio::test]
 async fn get_statement_result_types_fields_and_describes_columns() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
     let sql = "select 42::int4 as i, 9000000000::int8 as big, 1.5::float8 as f, 12.30::numeric(10,2) as n, \
                true as b, date '2024-02-29' as d, timestamp '2024-01-02 03:04:05' as ts, \
@@ -118,7 +121,7 @@ fn aws_smithy_blob(bytes: &[u8]) -> aws_sdk_redshiftdata::primitives::Blob {
 
 #[tokio::test]
 async fn get_statement_result_pages_with_next_token() {
-    let emu = Emulator::start_with(&["--page-rows", "100"]).await;
+    let emu = emulator(&["--page-rows", "100"]).await;
     let client = emu.client();
     let id = submit(
         &client,
@@ -154,9 +157,9 @@ async fn get_statement_result_pages_with_next_token() {
 
 #[tokio::test]
 async fn client_token_replay_returns_the_same_statement() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
-    let token = common::unique("token");
+    let token = testkit::unique("token");
     let mut ids = Vec::new();
     for _ in 0..2 {
         let out = client
@@ -182,7 +185,7 @@ async fn client_token_replay_returns_the_same_statement() {
 
 #[tokio::test]
 async fn named_parameters_bind_as_values_and_unused_ones_are_rejected() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
     let tricky = "O'Brien \\ \"x\" ; -- $$";
     let out = client
@@ -223,7 +226,7 @@ async fn named_parameters_bind_as_values_and_unused_ones_are_rejected() {
 
 #[tokio::test]
 async fn validation_and_not_found_errors_have_the_right_types() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client_without_retries();
     let err = client
         .execute_statement()
@@ -279,13 +282,13 @@ async fn validation_and_not_found_errors_have_the_right_types() {
 
 #[tokio::test]
 async fn cancel_stops_a_running_query_in_postgres() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
-    let marker = common::unique("sleep");
+    let marker = testkit::unique("sleep");
     let sql = format!("select pg_sleep(60) /* {marker} */");
     let id = submit(&client, &sql).await;
     // Wait until PostgreSQL is really running it.
-    let pg = common::pg().await;
+    let pg = testkit::pg().await;
     let running = format!(
         "select count(*) from pg_stat_activity where query = '{}'",
         sql.replace('\'', "''")
@@ -338,9 +341,9 @@ async fn cancel_stops_a_running_query_in_postgres() {
 
 #[tokio::test]
 async fn list_statements_filters_by_name_and_status_and_pages() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
-    let name = common::unique("list");
+    let name = testkit::unique("list");
     let mut ids = Vec::new();
     for sql in ["select 1", "select 2", "select * from missing_table"] {
         let out = client
@@ -398,7 +401,7 @@ async fn list_statements_filters_by_name_and_status_and_pages() {
 
 #[tokio::test]
 async fn injected_throttling_and_server_errors_reach_the_client() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let bare = emu.client_without_retries();
     emu.set_faults(r#"{"throttle_next": 1, "error_next": 1, "operations": ["DescribeStatement"]}"#)
         .await;
@@ -426,7 +429,7 @@ async fn injected_throttling_and_server_errors_reach_the_client() {
 
 #[tokio::test]
 async fn injected_statement_failures_and_holds() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
     emu.set_faults(r#"{"fail_statements": 1, "fail_message": "ERROR: disk full (injected)"}"#)
         .await;
@@ -462,7 +465,7 @@ async fn injected_statement_failures_and_holds() {
 
 #[tokio::test]
 async fn stats_report_the_most_statements_in_flight() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let client = emu.client();
     emu.set_faults(r#"{"hold_statements": true}"#).await;
     let mut ids = Vec::new();

@@ -3,11 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use aws_sdk_redshiftdata::types::StatusString;
-use common::{Emulator, gunzip, objects, unique, var};
 use serde_json::Value;
+use testkit::{Emulator, gunzip, objects, unique, var};
+
+/// A private emulator process built from this crate.
+async fn emulator(extra: &[&str]) -> Emulator {
+    Emulator::start(env!("CARGO_BIN_EXE_redshift-data-local"), extra).await
+}
 
 fn bucket() -> String {
     var("DEVSTACK_UPLOAD_BUCKET")
@@ -50,7 +53,7 @@ async fn failed(emu: &Emulator, sql: &str) -> String {
 
 #[tokio::test]
 async fn parallel_on_names_parts_per_slice_and_skips_empty_slices() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/flowers_", unique("naming"));
     let d = finished(
         &emu,
@@ -105,7 +108,7 @@ async fn parallel_on_names_parts_per_slice_and_skips_empty_slices() {
 
 #[tokio::test]
 async fn parallel_off_writes_one_numbered_series_and_maxfilesize_splits_it() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/serial_", unique("serial"));
     finished(
         &emu,
@@ -158,7 +161,7 @@ async fn parallel_off_writes_one_numbered_series_and_maxfilesize_splits_it() {
 
 #[tokio::test]
 async fn parallel_on_with_maxfilesize_numbers_parts_within_each_slice() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let select = "select g, repeat('y', 200) as pad from generate_series(1, 120000) g";
     let prefix = format!("{}/p_", unique("slices"));
     let d = finished(&emu, &unload(select, &prefix, "MAXFILESIZE 5 MB GZIP")).await;
@@ -198,7 +201,7 @@ async fn parallel_on_with_maxfilesize_numbers_parts_within_each_slice() {
 
 #[tokio::test]
 async fn manifest_verbose_describes_every_file() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/m_", unique("manifest"));
     finished(
         &emu,
@@ -283,7 +286,7 @@ async fn manifest_verbose_describes_every_file() {
 
 #[tokio::test]
 async fn csv_output_is_byte_identical_to_postgres_copy() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let select = "select * from demo.orders where order_id <= 2000 order by order_id";
     let prefix = format!("{}/csv_", unique("csv"));
     finished(
@@ -295,7 +298,7 @@ async fn csv_output_is_byte_identical_to_postgres_copy() {
     assert_eq!(objs.len(), 1);
     let ours = gunzip(&objs[0].1);
 
-    let pg = common::pg().await;
+    let pg = testkit::pg().await;
     let copy = pg
         .copy_out(&format!(
             "COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER)"
@@ -319,7 +322,7 @@ async fn csv_output_is_byte_identical_to_postgres_copy() {
 
 #[tokio::test]
 async fn quoted_literals_in_the_select_survive_unload_quoting() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let value = "it's a \\ back'slash \"quoted\"";
     let inner_literal = format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"));
     let prefix = format!("{}/q_", unique("quoted"));
@@ -351,7 +354,7 @@ async fn emu_last_id(emu: &Emulator) -> String {
 
 #[tokio::test]
 async fn json_format_writes_one_typed_object_per_line() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/j_", unique("json"));
     let select = "select order_id, customer, amount, shipped, notes from demo.orders where order_id in (4, 5) order by order_id";
     finished(&emu, &unload(select, &prefix, "FORMAT JSON PARALLEL OFF")).await;
@@ -372,7 +375,7 @@ async fn json_format_writes_one_typed_object_per_line() {
 
 #[tokio::test]
 async fn zero_rows_write_no_data_files() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let select = "select * from rsdataapi.product_detail where sku = 'NOPE'";
     let prefix = format!("{}/z_", unique("zero"));
     let d = finished(
@@ -388,7 +391,7 @@ async fn zero_rows_write_no_data_files() {
     assert_eq!(m["meta"]["record_count"], 0);
     assert_eq!(m["schema"]["elements"].as_array().unwrap().len(), 4);
 
-    let omit = Emulator::start_with(&["--zero-row-manifest", "omit"]).await;
+    let omit = emulator(&["--zero-row-manifest", "omit"]).await;
     let prefix = format!("{}/z_", unique("zero"));
     finished(&omit, &unload(select, &prefix, "MANIFEST")).await;
     assert!(objects(&bucket(), &prefix).await.is_empty());
@@ -396,7 +399,7 @@ async fn zero_rows_write_no_data_files() {
 
 #[tokio::test]
 async fn existing_output_needs_allowoverwrite_and_cleanpath_empties_the_prefix() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/o_", unique("overwrite"));
     let select = "select * from rsdataapi.product_detail";
     finished(&emu, &unload(select, &prefix, "MANIFEST")).await;
@@ -407,7 +410,7 @@ async fn existing_output_needs_allowoverwrite_and_cleanpath_empties_the_prefix()
     );
     finished(&emu, &unload(select, &prefix, "MANIFEST ALLOWOVERWRITE")).await;
 
-    common::s3()
+    testkit::s3()
         .put_object()
         .bucket(bucket())
         .key(format!("{prefix}stray.txt"))
@@ -425,7 +428,7 @@ async fn existing_output_needs_allowoverwrite_and_cleanpath_empties_the_prefix()
 
 #[tokio::test]
 async fn invalid_statements_fail_with_redshift_errors() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let prefix = format!("{}/e_", unique("errors"));
     let select = "select * from rsdataapi.product_detail";
     let cases = [
@@ -477,7 +480,7 @@ async fn invalid_statements_fail_with_redshift_errors() {
 
 #[tokio::test]
 async fn text_options_delimiter_addquotes_escape_null() {
-    let emu = Emulator::start().await;
+    let emu = emulator(&[]).await;
     let select = "select 'a|b' as x, null::text as y, 'q\"t' as z";
     let prefix = format!("{}/t_", unique("text"));
     finished(

@@ -1,7 +1,11 @@
-//! Test harness: a private `redshift-data-local` process per test, pointed at the running
-//! devstack's PostgreSQL and moto, and real AWS SDK clients for it.
+//! Test harness for everything that runs against the devstack: its settings (from the
+//! environment or `target/devstack/env`), real AWS SDK clients for it, private
+//! `redshift-data-local` processes (so fault injection never leaks between parallel tests),
+//! and a minimal HTTP client for admin endpoints and presigned links.
+//!
+//! Test-only code: it panics with a clear message instead of returning errors.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,7 +52,8 @@ pub fn var(name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} missing from the devstack env"))
 }
 
-fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+/// SDK configuration for the devstack with `endpoint` as the endpoint.
+pub fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     let creds = aws_sdk_s3::config::Credentials::new(
         var("AWS_ACCESS_KEY_ID"),
         var("AWS_SECRET_ACCESS_KEY"),
@@ -88,18 +93,16 @@ pub async fn pg() -> tokio_postgres::Client {
 
 /// A running emulator, killed when dropped.
 pub struct Emulator {
-    child: Child,
+    /// Held so that the process is killed when the emulator is dropped.
+    _child: Child,
     pub url: String,
 }
 
 impl Emulator {
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    pub async fn start_with(extra: &[&str]) -> Self {
+    /// Starts the emulator binary at `bin` with `extra` options.
+    pub async fn start(bin: &str, extra: &[&str]) -> Self {
         let vars = devstack();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_redshift-data-local"))
+        let mut child = Command::new(bin)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -134,7 +137,7 @@ impl Emulator {
             url.starts_with("http://127.0.0.1:"),
             "unexpected start line {line:?}"
         );
-        Emulator { child, url }
+        Emulator { _child: child, url }
     }
 
     /// A Data API client with the SDK's standard retries.
@@ -207,8 +210,14 @@ pub async fn wait_terminal(
     panic!("statement {id} did not finish within 120 s");
 }
 
-/// A minimal HTTP/1.1 client for the admin endpoints (no dependency for three calls).
+/// A minimal HTTP/1.1 client (no dependency for a few calls); returns status and body.
 pub async fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    let (status, bytes) = http_bytes(method, url, body).await;
+    (status, String::from_utf8_lossy(&bytes).to_string())
+}
+
+/// Like [`http`], with the body as bytes (no chunked encoding: Connection: close).
+pub async fn http_bytes(method: &str, url: &str, body: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
         .split_once('/')
@@ -216,20 +225,23 @@ pub async fn http(method: &str, url: &str, body: &str) -> (u16, String) {
         .unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    (status, response[split..].to_vec())
 }
 
 /// A prefix no other test uses.

@@ -1,0 +1,49 @@
+"""Independent readers for the end-to-end tests: Python's zipfile for archives and its email
+package for messages. Prints JSON on stdout.
+
+    inspect.py zip PATH     {"entries": [{"name", "size", "compress_type", "text"}], "testzip": null}
+    inspect.py mime PATH    {"from", "to", "envelope_to", "subject", "text", "html"}
+"""
+
+import email
+import email.policy
+import json
+import sys
+import zipfile
+
+
+def read_zip(path):
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+        entries = []
+        for info in z.infolist():
+            data = z.read(info)
+            entries.append(
+                {
+                    "name": info.filename,
+                    "size": info.file_size,
+                    "compress_type": info.compress_type,
+                    "text": data.decode("utf-8"),
+                }
+            )
+    return {"testzip": bad, "entries": entries}
+
+
+def read_mime(path):
+    with open(path, "rb") as f:
+        msg = email.message_from_binary_file(f, policy=email.policy.default)
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    return {
+        "from": str(msg["From"]),
+        "to": str(msg["To"]),
+        "envelope_to": str(msg["X-Envelope-To"] or ""),
+        "subject": str(msg["Subject"]),
+        "text": text.get_content() if text else None,
+        "html": html.get_content() if html else None,
+    }
+
+
+if __name__ == "__main__":
+    kind, path = sys.argv[1], sys.argv[2]
+    print(json.dumps(read_zip(path) if kind == "zip" else read_mime(path)))

@@ -1,0 +1,380 @@
+//! End-to-end harness: the real `redshift-export-worker` binary against the devstack, each
+//! test with its own queue (so parallel tests never take each other's messages), and
+//! independent readers for what comes out (Python's zipfile and email packages, `unzip -t`,
+//! PostgreSQL's own COPY).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+use testkit::{sdk_config, var};
+use tokio::process::{Child, Command};
+
+pub fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk_config(&var("AWS_ENDPOINT_URL")))
+}
+
+pub fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config(&var("AWS_ENDPOINT_URL")))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A daemon process with a queue of its own, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl Daemon {
+    /// Starts `run --config config/local.toml` with extra `EXPORT_WORKER__…` overrides.
+    pub async fn start(overrides: &[(&str, &str)]) -> Daemon {
+        let sqs = sqs();
+        let name = testkit::unique("e2e");
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redshift-export-worker"));
+        cmd.args(["run", "--config"])
+            .arg(root().join("config/local.toml"))
+            .env_clear()
+            .envs(
+                testkit::devstack()
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("AWS_")),
+            )
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("EXPORT_WORKER__QUEUE__URL", &queue_url)
+            .env("EXPORT_WORKER__QUEUE__DEAD_LETTER_URL", &dlq_url)
+            .env(
+                "EXPORT_WORKER__EMAIL__SMTP__HOST",
+                var("DEVSTACK_SMTP_HOST"),
+            )
+            .env(
+                "EXPORT_WORKER__EMAIL__SMTP__PORT",
+                var("DEVSTACK_SMTP_PORT"),
+            )
+            .env("EXPORT_WORKER__LOGGING__FORMAT", "human")
+            .env("EXPORT_WORKER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in overrides {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn redshift-export-worker");
+        Daemon {
+            child,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// Sends a raw message body to this daemon's queue.
+    pub async fn send(&self, body: &str) {
+        sqs()
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Sends a v1 request for `query` with `params`; returns its request id.
+    pub async fn request(&self, query: &str, params: Value, extra: Value) -> String {
+        let rid = testkit::unique("req");
+        let mut body = serde_json::json!({ "version": 1, "request_id": rid, "query": query, "params": params });
+        if let Value::Object(more) = extra {
+            for (k, v) in more {
+                body[k] = v;
+            }
+        }
+        self.send(&body.to_string()).await;
+        rid
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("daemon did not stop")
+            .unwrap()
+    }
+}
+
+/// The state item's attributes as strings.
+pub async fn state(rid: &str) -> Option<HashMap<String, String>> {
+    let out = dynamodb()
+        .get_item()
+        .table_name(var("DEVSTACK_TABLE"))
+        .key("request_id", AttributeValue::S(rid.into()))
+        .key("sk", AttributeValue::S("state".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.item.map(|item| {
+        item.into_iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s,
+                    other => format!("{other:?}"),
+                };
+                (k, s)
+            })
+            .collect()
+    })
+}
+
+/// Waits (at most `secs`) for the request to be COMPLETED, FAILED or CANCELLED.
+pub async fn wait_terminal(rid: &str, secs: u64) -> HashMap<String, String> {
+    for _ in 0..secs * 10 {
+        if let Some(s) = state(rid).await
+            && matches!(
+                s.get("status").map(String::as_str),
+                Some("COMPLETED" | "FAILED" | "CANCELLED")
+            )
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "request {rid} did not finish within {secs} s; state: {:?}",
+        state(rid).await
+    );
+}
+
+/// The `to` of every history event, oldest first.
+pub async fn history(rid: &str) -> Vec<String> {
+    let out = dynamodb()
+        .query()
+        .table_name(var("DEVSTACK_TABLE"))
+        .key_condition_expression("request_id = :id AND begins_with(sk, :p)")
+        .expression_attribute_values(":id", AttributeValue::S(rid.into()))
+        .expression_attribute_values(":p", AttributeValue::S("event#".into()))
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .map(|i| i.get("to").unwrap().as_s().unwrap().clone())
+        .collect()
+}
+
+/// Downloads the archive with the SDK into a temporary file.
+pub async fn download_archive(key: &str) -> (PathBuf, Vec<u8>) {
+    let body = testkit::s3()
+        .get_object()
+        .bucket(var("DEVSTACK_ARCHIVE_BUCKET"))
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec();
+    let path = std::env::temp_dir().join(format!("{}.zip", testkit::unique("archive")));
+    std::fs::write(&path, &body).unwrap();
+    (path, body)
+}
+
+fn inspect(kind: &str, path: &Path) -> Value {
+    let out = std::process::Command::new("python3")
+        .arg(root().join("tests/support/inspect.py"))
+        .arg(kind)
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "inspect.py {kind} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Checks the zip with `unzip -t` and Python's zipfile; returns (name, text) of every entry.
+pub fn read_zip(path: &Path) -> Vec<(String, String)> {
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(path)
+        .output()
+        .expect("unzip");
+    assert!(
+        unzip.status.success(),
+        "unzip -t failed: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+    let v = inspect("zip", path);
+    assert!(
+        v["testzip"].is_null(),
+        "zipfile.testzip found a bad entry: {}",
+        v["testzip"]
+    );
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["compress_type"], 8, "entries are deflated");
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The email in the SMTP sink that mentions `rid`, decoded.
+pub async fn smtp_mail(rid: &str) -> Value {
+    let dir = PathBuf::from(var("DEVSTACK_MAIL_DIR"));
+    for _ in 0..100 {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let decoded = inspect("mime", &path);
+                if decoded["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(rid)
+                {
+                    return decoded;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no email for {rid} in {}", dir.display());
+}
+
+/// The message sent through SES (moto's outbox) that mentions `rid`: (destinations, decoded).
+pub async fn ses_mail(rid: &str) -> (Value, Value) {
+    let (_, body) = testkit::http("GET", &var("DEVSTACK_SES_OUTBOX_URL"), "").await;
+    let outbox: Value = serde_json::from_str(&body).unwrap();
+    for m in outbox["messages"].as_array().unwrap() {
+        if let Some(raw) = m["raw"].as_str()
+            && raw.contains(rid)
+        {
+            let path = std::env::temp_dir().join(format!("{}.eml", testkit::unique("ses")));
+            std::fs::write(&path, raw).unwrap();
+            return (m["destinations"].clone(), inspect("mime", &path));
+        }
+    }
+    panic!("no SES message for {rid}");
+}
+
+/// `COPY (query) TO STDOUT WITH (FORMAT csv, HEADER)` from PostgreSQL itself.
+pub async fn pg_csv(query: &str) -> String {
+    let pg = testkit::pg().await;
+    let copy = pg
+        .copy_out(&format!(
+            "COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+        ))
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(copy).await.unwrap();
+    String::from_utf8(chunks.concat()).unwrap()
+}
+
+/// Splits CSV text into records (newlines inside quotes stay in their record).
+pub fn csv_records(text: &str) -> Vec<String> {
+    let mut records = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for ch in text.chars() {
+        if ch == '"' {
+            quoted = !quoted;
+        }
+        if ch == '\n' && !quoted {
+            records.push(std::mem::take(&mut current));
+        } else {
+            current.push(ch);
+        }
+    }
+    if !current.is_empty() {
+        records.push(current);
+    }
+    records
+}
+
+/// Header, then the data records sorted: PARALLEL ON spreads rows over slices, so only the
+/// multiset of rows is defined, as on Redshift.
+pub fn header_and_sorted_rows(text: &str) -> (String, Vec<String>) {
+    let mut records = csv_records(text);
+    assert!(!records.is_empty(), "no header");
+    let header = records.remove(0);
+    records.sort();
+    (header, records)
+}
+
+/// The UNLOAD the emulator received for `rid` (its TO path contains the request id).
+pub async fn unload_sql(rid: &str) -> Vec<String> {
+    let (_, body) = testkit::http(
+        "GET",
+        &format!("{}/sql-log", var("DEVSTACK_EMULATOR_ADMIN_URL")),
+        "",
+    )
+    .await;
+    let log: Value = serde_json::from_str(&body).unwrap();
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sql"].as_str().unwrap().to_string())
+        .filter(|sql| sql.contains(&format!("/{rid}/")))
+        .collect()
+}
+
+/// The string literals of the SELECT inside an UNLOAD, decoded by the emulator's independent
+/// implementation of Redshift's lexer.
+pub fn select_literals(unload: &str) -> Vec<String> {
+    let spec = redshift_data_local::unload::parse::parse_unload(unload).unwrap();
+    redshift_data_local::sqltext::tokenize(&spec.select)
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| match t.token {
+            redshift_data_local::sqltext::Token::Literal(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Decodes the presigned link out of an email body.
+pub fn link_in(text: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with("http"))
+        .expect("no link in the email")
+        .trim()
+        .to_string()
+}
