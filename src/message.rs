@@ -237,6 +237,16 @@ pub fn parse(
             ),
         ));
     }
+    if let Some((name, _)) = m
+        .params
+        .iter()
+        .find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean()))
+    {
+        return Err(fail(
+            "invalid_message",
+            format!("parameter {name} must be a string, number or boolean"),
+        ));
+    }
     let query = match (m.query, m.sql) {
         (Some(name), None) => QuerySource::Template {
             name,

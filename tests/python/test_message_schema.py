@@ -1,0 +1,31 @@
+"""schema/message.json judges the message corpus in tests/messages/ exactly as the parser does
+(tests/message_corpus.rs checks the parser's side)."""
+
+import json
+import pathlib
+
+import jsonschema
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "schema" / "message.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def corpus(kind):
+    return sorted((ROOT / "tests" / "messages" / kind).glob("*.json"))
+
+
+def test_the_schema_is_a_valid_schema():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("path", corpus("valid"), ids=lambda p: p.name)
+def test_valid_messages_validate(path):
+    VALIDATOR.validate(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("path", corpus("invalid"), ids=lambda p: p.name)
+def test_invalid_messages_do_not_validate(path):
+    errors = list(VALIDATOR.iter_errors(json.loads(path.read_text())))
+    assert errors, f"{path.name} validates against the schema"
