@@ -185,6 +185,33 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(listen) = svc.settings.admin.address()
+        && let Err(e) = crate::admin::serve(
+            listen,
+            svc.metrics.clone(),
+            svc.health.clone(),
+            stopped.clone(),
+        )
+        .await
+    {
+        tracing::error!(%listen, error = %e, "cannot start the admin listener");
+        return ExitCode::from(EX_USAGE);
+    }
+    tokio::spawn(crate::admin::probe_queue(
+        svc.clients.sqs.clone(),
+        svc.settings.queue.url.clone(),
+        svc.health.clone(),
+        Duration::from_secs(15),
+    ));
+    crate::systemd::notify("READY=1\nSTATUS=receiving export requests");
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        tokio::spawn(async move {
+            loop {
+                crate::systemd::notify("WATCHDOG=1");
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -198,6 +225,7 @@ async fn run(settings: Settings) -> ExitCode {
             _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
             _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
         }
+        crate::systemd::notify("STOPPING=1\nSTATUS=finishing the job in hand");
         let _ = stop.send(true);
         // A second signal exits at once.
         tokio::select! {

@@ -28,6 +28,8 @@ pub struct Settings {
     #[serde(default)]
     pub logging: LoggingSettings,
     #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
     pub sql: SqlSettings,
     /// Named query templates, by name.
     #[serde(default)]
@@ -279,21 +281,30 @@ impl Default for SmtpSettings {
 pub struct WorkerSettings {
     /// Name recorded as lease owner and in history events; the host name when empty.
     pub id: String,
+    /// Jobs in flight at most; the worker receives only as many messages as it has free slots.
+    pub max_concurrent_jobs: usize,
+    /// Archive stages (CPU-bound) running at once, at most.
+    pub max_concurrent_archives: usize,
     /// Deliveries after which a request fails with `attempts_exhausted`.
     pub max_attempts: u32,
     /// Retries of one AWS call inside a stage before the message is released.
     pub stage_retries: u32,
     /// How long a released message stays invisible before it is retried.
     pub retry_delay_secs: u32,
+    /// After SIGTERM, how long the job in hand may run before its message is released.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             id: String::new(),
+            max_concurrent_jobs: 4,
+            max_concurrent_archives: 2,
             max_attempts: 5,
             stage_retries: 3,
             retry_delay_secs: 30,
+            shutdown_grace_secs: 60,
         }
     }
 }
@@ -321,6 +332,29 @@ impl Default for LoggingSettings {
             format: LogFormat::Auto,
             filter: "info".into(),
         }
+    }
+}
+
+/// The HTTP admin listener (/metrics, /healthz, /readyz, /jobs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address to listen on; empty disables the listener.
+    pub listen: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl AdminSettings {
+    /// The address to listen on, if the listener is enabled.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 

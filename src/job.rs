@@ -7,11 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::admin::Health;
 use crate::archive::{Archiver, Plan};
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::error::JobError;
 use crate::message::{EmailAddress, ExportRequest, MessageError, QuerySource, RequestId};
+use crate::metrics::Metrics;
 use crate::notify::Mailer;
 use crate::notify::templates::{FailureContext, ReadyContext, Templates, human_size};
 use crate::redshift::Redshift;
@@ -27,6 +29,10 @@ pub struct Services {
     pub archiver: Archiver,
     pub mailer: Mailer,
     pub templates: Templates,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Limits the CPU-bound archive stage independently of the job slots.
+    pub archive_slots: tokio::sync::Semaphore,
 }
 
 impl Services {
@@ -51,6 +57,9 @@ impl Services {
         );
         let mailer = Mailer::new(&settings.email, clients.sesv2.clone())?;
         let templates = Templates::load(&settings.email.templates)?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let archive_slots = tokio::sync::Semaphore::new(settings.worker.max_concurrent_archives);
         Ok(Arc::new(Services {
             settings,
             clients,
@@ -59,6 +68,9 @@ impl Services {
             archiver,
             mailer,
             templates,
+            metrics,
+            health,
+            archive_slots,
         }))
     }
 }
@@ -77,8 +89,10 @@ fn default_worker_id() -> String {
 /// What to do with the message afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The request is terminal (now or already): delete the message.
+    /// The request became terminal: delete the message.
     Finished(Status),
+    /// The request was already terminal (a duplicate delivery): delete the message.
+    Acknowledged(Status),
     /// A transient failure: release the message so it comes back after this delay.
     Retry(Duration),
     /// Another worker owns the request: leave the message alone.
@@ -147,7 +161,12 @@ fn prepare(settings: &Settings, request: &ExportRequest) -> Result<Prepared, Job
 }
 
 /// Runs `op`, retrying transient failures with capped exponential backoff and jitter.
-pub async fn retrying<T, F, Fut>(what: &str, retries: u32, mut op: F) -> Result<T, JobError>
+pub async fn retrying<T, F, Fut>(
+    metrics: &Metrics,
+    what: &'static str,
+    retries: u32,
+    mut op: F,
+) -> Result<T, JobError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, JobError>>,
@@ -158,6 +177,7 @@ where
         match op().await {
             Err(e) if e.is_transient() && attempt < retries => {
                 attempt += 1;
+                metrics.retries.with_label_values(&[what]).inc();
                 tracing::warn!(operation = what, attempt, error = %e, "transient failure; retrying");
                 let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
                 tokio::time::sleep(delay + jitter).await;
@@ -171,7 +191,7 @@ where
 /// Processes one delivery of a valid request.
 pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32) -> Outcome {
     let retries = svc.settings.worker.stage_retries;
-    let item = retrying("create state", retries, || {
+    let item = retrying(&svc.metrics, "create state", retries, || {
         svc.state.create_or_load(
             &request.request_id,
             request.query_name(),
@@ -188,7 +208,7 @@ pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32
             status = item.status.as_str(),
             "request already finished; acknowledging"
         );
-        return Outcome::Finished(item.status);
+        return Outcome::Acknowledged(item.status);
     }
     if receive_count > svc.settings.worker.max_attempts {
         let e = JobError::rejected(
@@ -223,6 +243,8 @@ async fn run_stages(
     let rid = &request.request_id;
     loop {
         let prefix = unload::attempt_prefix(&s.upload.prefix, rid, item.attempt);
+        let stage_started = std::time::Instant::now();
+        svc.health.job_stage(rid.as_str(), stage_name(item.status));
         match item.status {
             Status::Queued => {
                 let attempt = item.attempt + 1;
@@ -235,7 +257,7 @@ async fn run_stages(
                     &s.upload.bucket,
                     &prefix,
                 );
-                let id = retrying("execute statement", retries, || {
+                let id = retrying(&svc.metrics, "execute statement", retries, || {
                     svc.redshift.execute(&sql, rid, attempt)
                 })
                 .await?;
@@ -265,6 +287,8 @@ async fn run_stages(
                 // A transient DescribeStatement failure is retried by re-attaching later.
                 let finished = finished?;
                 tracing::info!(result_rows = finished.result_rows, "statement finished");
+                svc.metrics
+                    .observe_stage("query", stage_started.elapsed().as_secs_f64());
                 *item = svc
                     .state
                     .transition(
@@ -282,9 +306,18 @@ async fn run_stages(
                     layout: p.layout,
                     unload_prefix: &prefix,
                 };
-                let archived =
-                    retrying("build archive", retries, || svc.archiver.build(plan)).await?;
+                let _slot = svc
+                    .archive_slots
+                    .acquire()
+                    .await
+                    .map_err(|_| JobError::Conflict("the archive slots are closed".into()))?;
+                let archived = retrying(&svc.metrics, "build archive", retries, || {
+                    svc.archiver.build(plan)
+                })
+                .await?;
                 tracing::info!(rows = archived.rows, archive_bytes = archived.bytes, archive_key = %archived.key, "archive written");
+                svc.metrics
+                    .observe_stage("archive", stage_started.elapsed().as_secs_f64());
                 let changes = Changes {
                     rows: Some(archived.rows),
                     archive_bytes: Some(archived.bytes),
@@ -314,10 +347,31 @@ async fn run_stages(
                     .state
                     .transition(item, Status::Completed, changes, "email accepted")
                     .await?;
+                svc.metrics
+                    .observe_stage("notify", stage_started.elapsed().as_secs_f64());
+                svc.metrics.rows_exported.inc_by(item.rows.unwrap_or(0));
+                svc.metrics
+                    .archive_bytes
+                    .inc_by(item.archive_bytes.unwrap_or(0));
+                if let Ok(created) = humantime::parse_rfc3339(&item.created_at)
+                    && let Ok(total) = SystemTime::now().duration_since(created)
+                {
+                    svc.metrics.observe_stage("end_to_end", total.as_secs_f64());
+                }
                 tracing::info!("export completed");
             }
             terminal => return Ok(terminal),
         }
+    }
+}
+
+fn stage_name(status: Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::Querying => "querying",
+        Status::Archiving => "archiving",
+        Status::Notifying => "notifying",
+        _ => "finishing",
     }
 }
 
@@ -360,7 +414,7 @@ async fn notify_ready(
             message: e,
             transient: false,
         })?;
-    let id = retrying("send email", s.worker.stage_retries, || {
+    let id = retrying(&svc.metrics, "send email", s.worker.stage_retries, || {
         svc.mailer.send(recipients, &rendered)
     })
     .await?;
@@ -420,14 +474,26 @@ pub async fn fail(
         Status::Failed
     };
     tracing::warn!(error_code = e.code(), error = %e, "export failed");
+    let outcome = if to == Status::Cancelled {
+        "cancelled"
+    } else {
+        "failed"
+    };
+    svc.metrics
+        .jobs
+        .with_label_values(&[outcome, e.code()])
+        .inc();
     let changes = Changes {
         error_code: Some(e.code().to_string()),
         error_message: Some(e.to_string()),
         ..Changes::default()
     };
-    let recorded = retrying("record failure", svc.settings.worker.stage_retries, || {
-        svc.state.transition(&item, to, changes.clone(), e.code())
-    })
+    let recorded = retrying(
+        &svc.metrics,
+        "record failure",
+        svc.settings.worker.stage_retries,
+        || svc.state.transition(&item, to, changes.clone(), e.code()),
+    )
     .await;
     match recorded {
         Ok(_) => {}
@@ -473,12 +539,15 @@ pub async fn reject(svc: &Services, error: MessageError) -> Outcome {
             svc.settings.worker.retry_delay_secs,
         )));
     };
-    let item = retrying("create state", svc.settings.worker.stage_retries, || {
-        svc.state.create_or_load(&request_id, "invalid", None)
-    })
+    let item = retrying(
+        &svc.metrics,
+        "create state",
+        svc.settings.worker.stage_retries,
+        || svc.state.create_or_load(&request_id, "invalid", None),
+    )
     .await;
     match item {
-        Ok(item) if item.status.is_terminal() => Outcome::Finished(item.status),
+        Ok(item) if item.status.is_terminal() => Outcome::Acknowledged(item.status),
         Ok(item) => {
             fail(
                 svc,

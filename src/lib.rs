@@ -16,8 +16,10 @@
 //! Every failure is a [`error::JobError`], classified once as transient (retried, then the
 //! message is released) or permanent (`FAILED` with a stable `error_code`); AWS SDK errors are
 //! classified by [`aws::AwsError`]. [`config`] holds the typed settings, [`cli`] the commands,
-//! [`telemetry`] the logging.
+//! [`telemetry`] the logging, [`systemd`] the service manager's notifications, [`metrics`]
+//! every metric and [`admin`] the HTTP listener that serves them with the health checks.
 
+pub mod admin;
 pub mod archive;
 pub mod aws;
 pub mod cli;
@@ -25,11 +27,13 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod message;
+pub mod metrics;
 pub mod notify;
 pub mod presign;
 pub mod redshift;
 pub mod sqlcheck;
 pub mod state;
+pub mod systemd;
 pub mod telemetry;
 pub mod template;
 pub mod unload;

@@ -7,28 +7,54 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::aws::AwsResultExt;
 use crate::job::{self, Outcome, Services};
 use crate::message::{self, MessageError};
 
-/// Runs until `shutdown` turns true.
+/// Runs until `shutdown` turns true, then waits for the jobs in flight (each has the grace
+/// period before it releases its message).
 pub async fn run(svc: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
     let q = &svc.settings.queue;
+    let slots = Arc::new(Semaphore::new(svc.settings.worker.max_concurrent_jobs));
+    let mut jobs = JoinSet::new();
     let mut backoff = Duration::from_secs(1);
-    tracing::info!(worker = svc.state.worker(), "receiving export requests");
+    tracing::info!(
+        worker = svc.state.worker(),
+        slots = svc.settings.worker.max_concurrent_jobs,
+        "receiving export requests"
+    );
     while !*shutdown.borrow() {
+        // Reap finished jobs so the set does not grow.
+        while jobs.try_join_next().is_some() {}
+        // Receive only what can start now: wait for a free slot first.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < 10 {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
         let receive = svc
             .clients
             .sqs
             .receive_message()
             .queue_url(&q.url)
-            .max_number_of_messages(1)
+            .max_number_of_messages(permits.len() as i32)
             .wait_time_seconds(q.wait_secs as i32)
             .visibility_timeout(q.visibility_timeout_secs as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send();
         let received = tokio::select! {
             r = receive => r.aws("sqs", "ReceiveMessage"),
@@ -49,28 +75,55 @@ pub async fn run(svc: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
         };
-        for m in messages {
-            handle(&svc, m).await;
+        // Each message takes one permit, released when its job ends; unused permits go back now.
+        for (m, permit) in messages.into_iter().zip(permits.drain(..)) {
+            let svc = svc.clone();
+            let shutdown = shutdown.clone();
+            jobs.spawn(async move {
+                handle(&svc, m, shutdown).await;
+                drop(permit);
+            });
         }
     }
-    tracing::info!("stopped receiving");
+    tracing::info!(
+        in_flight = jobs.len(),
+        "stopped receiving; waiting for the jobs in flight"
+    );
+    while jobs.join_next().await.is_some() {}
+    tracing::info!("all jobs finished or released");
 }
 
-async fn handle(svc: &Arc<Services>, m: aws_sdk_sqs::types::Message) {
+async fn handle(
+    svc: &Arc<Services>,
+    m: aws_sdk_sqs::types::Message,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let q = &svc.settings.queue;
     let (Some(receipt), Some(message_id)) = (m.receipt_handle.clone(), m.message_id.clone()) else {
         tracing::warn!("received a message without receipt handle or id");
         return;
     };
-    let receive_count: u32 = m
-        .attributes
-        .as_ref()
-        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let attribute = |name: MessageSystemAttributeName| {
+        m.attributes
+            .as_ref()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let receive_count =
+        attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as u32;
+    svc.metrics.messages_received.inc();
+    if let Some(sent_ms) = attribute(MessageSystemAttributeName::SentTimestamp) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        svc.metrics
+            .observe_stage("queue_wait", now_ms.saturating_sub(sent_ms) as f64 / 1000.0);
+    }
     let body = m.body.clone().unwrap_or_default();
     let started = Instant::now();
     let heartbeat = tokio::spawn(heartbeat(svc.clone(), receipt.clone()));
+    svc.metrics.jobs_in_flight.inc();
 
     let outcome = match message::parse(
         body.as_bytes(),
@@ -80,9 +133,22 @@ async fn handle(svc: &Arc<Services>, m: aws_sdk_sqs::types::Message) {
     ) {
         Ok(request) => {
             let span = tracing::info_span!("job", request_id = %request.request_id, statement_id = tracing::field::Empty);
-            job::process(svc, &request, receive_count)
-                .instrument(span)
-                .await
+            let grace = Duration::from_secs(svc.settings.worker.shutdown_grace_secs);
+            let job = job::process(svc, &request, receive_count).instrument(span.clone());
+            let outcome = tokio::select! {
+                outcome = job => outcome,
+                _ = async {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(grace).await;
+                } => {
+                    // Every step is recorded before it is taken, so dropping the job here loses
+                    // nothing: the next worker resumes from the recorded state.
+                    span.in_scope(|| tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; releasing the message"));
+                    Outcome::Retry(Duration::ZERO)
+                }
+            };
+            svc.health.job_done(request.request_id.as_str());
+            outcome
         }
         Err(e) if e.request_id.is_some() => {
             let span = tracing::info_span!("job", request_id = %e.request_id.clone().map(|r| r.to_string()).unwrap_or_default());
@@ -96,10 +162,22 @@ async fn handle(svc: &Arc<Services>, m: aws_sdk_sqs::types::Message) {
         Err(e) => dead_letter(svc, &message_id, &body, &e).await,
     };
     heartbeat.abort();
+    svc.metrics.jobs_in_flight.dec();
+    let label = match outcome {
+        Outcome::Finished(crate::state::Status::Completed) => Some("completed"),
+        // Failures are counted with their error code where they are recorded.
+        Outcome::Finished(_) => None,
+        Outcome::Acknowledged(_) => Some("duplicate"),
+        Outcome::Retry(_) => Some("retried"),
+        Outcome::Yield => Some("yielded"),
+    };
+    if let Some(label) = label {
+        svc.metrics.jobs.with_label_values(&[label, ""]).inc();
+    }
 
     let sqs = &svc.clients.sqs;
     let result = match outcome {
-        Outcome::Finished(status) => {
+        Outcome::Finished(status) | Outcome::Acknowledged(status) => {
             tracing::debug!(
                 message_id,
                 status = status.as_str(),
@@ -156,6 +234,11 @@ async fn heartbeat(svc: Arc<Services>, receipt: String) {
             .send()
             .await
             .aws("sqs", "ChangeMessageVisibility");
+        let label = if result.is_ok() { "ok" } else { "error" };
+        svc.metrics
+            .visibility_extensions
+            .with_label_values(&[label])
+            .inc();
         if let Err(e) = result {
             tracing::warn!(error = %e, "extending the message's visibility failed");
         }
@@ -203,7 +286,13 @@ async fn dead_letter(svc: &Services, message_id: &str, body: &str, e: &MessageEr
         .await
         .aws("sqs", "SendMessage");
     match sent {
-        Ok(_) => Outcome::Finished(crate::state::Status::Failed),
+        Ok(_) => {
+            svc.metrics
+                .messages_dead_lettered
+                .with_label_values(&[e.code])
+                .inc();
+            Outcome::Finished(crate::state::Status::Failed)
+        }
         Err(err) => {
             tracing::warn!(message_id, error = %err, "dead-lettering failed; the message will be retried");
             Outcome::Retry(Duration::from_secs(u64::from(

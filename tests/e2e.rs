@@ -455,3 +455,64 @@ async fn unusable_messages_are_dead_lettered_with_the_reason() {
             .contains("not JSON")
     );
 }
+
+#[tokio::test]
+async fn a_query_past_its_timeout_is_cancelled_and_fails() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let daemon = Daemon::start(&[
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            emulator.url.as_str(),
+        ),
+        ("EXPORT_WORKER__REDSHIFT__QUERY_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 60).await;
+    assert_eq!(state["status"], "FAILED", "{state:?}");
+    assert_eq!(state["error_code"], "query_timeout");
+    let described = emulator
+        .client()
+        .describe_statement()
+        .id(&state["statement_id"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.status(),
+        Some(&aws_sdk_redshiftdata::types::StatusString::Aborted),
+        "the statement was cancelled"
+    );
+}
+
+#[tokio::test]
+async fn zero_rows_without_a_manifest_give_an_empty_csv() {
+    let emulator = private_emulator(&["--zero-row-manifest", "omit"]).await;
+    let daemon = Daemon::start(&[(
+        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+        emulator.url.as_str(),
+    )])
+    .await;
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "NOTHING"}),
+            json!({}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 60).await;
+    assert_eq!(state["status"], "COMPLETED", "{state:?}");
+    assert_eq!(state["rows"], "0");
+    let (path, _) = download_archive(&state["archive_key"]).await;
+    assert_eq!(
+        read_zip(&path),
+        vec![(format!("{rid}.csv"), String::new())],
+        "no columns known, so no header"
+    );
+}

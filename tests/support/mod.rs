@@ -55,6 +55,15 @@ impl Daemon {
             .unwrap()
             .queue_url
             .unwrap();
+        Self::start_on(queue_url, dlq_url, overrides)
+    }
+
+    /// Starts another daemon on the same queues as `self`.
+    pub fn another(&self, overrides: &[(&str, &str)]) -> Daemon {
+        Self::start_on(self.queue_url.clone(), self.dlq_url.clone(), overrides)
+    }
+
+    fn start_on(queue_url: String, dlq_url: String, overrides: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redshift-export-worker"));
         cmd.args(["run", "--config"])
             .arg(root().join("config/local.toml"))
@@ -77,6 +86,8 @@ impl Daemon {
             )
             .env("EXPORT_WORKER__LOGGING__FORMAT", "human")
             .env("EXPORT_WORKER_LOG", "info")
+            // Tests run side by side: each admin listener takes a free port.
+            .env("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -115,18 +126,53 @@ impl Daemon {
         rid
     }
 
-    /// Stops the daemon with SIGTERM and waits for it.
-    pub async fn stop(mut self) -> std::process::ExitStatus {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+    /// Sends `signal` (e.g. "TERM", "KILL") to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the daemon has exited");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits at most `secs` for the daemon to exit.
+    pub async fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
             .await
-            .expect("daemon did not stop")
+            .unwrap_or_else(|_| panic!("the daemon did not exit within {secs} s"))
             .unwrap()
     }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (at most `secs`) for the request to reach `status`.
+pub async fn wait_status(rid: &str, status: &str, secs: u64) -> HashMap<String, String> {
+    for _ in 0..secs * 20 {
+        if let Some(s) = state(rid).await
+            && s.get("status").map(String::as_str) == Some(status)
+        {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "request {rid} did not reach {status} within {secs} s; state: {:?}",
+        state(rid).await
+    );
+}
+
+/// A private emulator, for tests that inject faults or change its behaviour.
+pub async fn private_emulator(extra: &[&str]) -> testkit::Emulator {
+    testkit::Emulator::start(&var("DEVSTACK_EMULATOR_BIN"), extra).await
 }
 
 /// The state item's attributes as strings.
@@ -262,15 +308,14 @@ pub async fn smtp_mail(rid: &str) -> Value {
     for _ in 0..100 {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "eml") {
+            // The request id is in the subject, which is never split inside a word; decode
+            // only the file that has it.
+            let hit = path.extension().is_some_and(|e| e == "eml")
+                && std::fs::read_to_string(&path).is_ok_and(|raw| raw.contains(rid));
+            if hit {
                 let decoded = inspect("mime", &path);
-                if decoded["subject"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains(rid)
-                {
-                    return decoded;
-                }
+                assert!(decoded["subject"].as_str().unwrap_or_default().contains(rid));
+                return decoded;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

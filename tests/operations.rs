@@ -1,0 +1,148 @@
+//! Operating the daemon: the admin endpoints, metrics that pass promtool, and a graceful
+//! shutdown that loses nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_count_the_work() {
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start(&[("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str())]).await;
+    let ok = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let bad = daemon
+        .request("no_such_template", json!({}), json!({}))
+        .await;
+    wait_terminal(&ok, 60).await;
+    wait_terminal(&bad, 60).await;
+    let base = format!("http://{listen}");
+    let (status, text) = testkit::http("GET", &format!("{base}/metrics"), "").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "redshift_export_jobs_total{error_code=\"\",outcome=\"completed\"} 1",
+        "redshift_export_jobs_total{error_code=\"unknown_template\",outcome=\"failed\"} 1",
+        "redshift_export_messages_received_total 2",
+        "redshift_export_rows_exported_total 1",
+        "redshift_export_stage_duration_seconds_count{stage=\"archive\"} 1",
+        "redshift_export_build_info{version=",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+    assert!(!text.contains(&ok), "no request id in any label");
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        testkit::http("GET", &format!("{base}/healthz"), "").await.0,
+        200
+    );
+    assert_eq!(
+        testkit::http("GET", &format!("{base}/readyz"), "").await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_message_and_another_worker_finishes_without_a_second_unload() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let overrides = [
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            emulator.url.as_str(),
+        ),
+        ("EXPORT_WORKER__WORKER__SHUTDOWN_GRACE_SECS", "2"),
+        ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "600"),
+        ("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str()),
+    ];
+    let mut first = Daemon::start(&overrides).await;
+    let rid = first
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let querying = wait_status(&rid, "QUERYING", 60).await;
+    let base = format!("http://{listen}");
+    assert_eq!(
+        testkit::http("GET", &format!("{base}/readyz"), "").await.0,
+        200
+    );
+    let (_, jobs) = testkit::http("GET", &format!("{base}/jobs"), "").await;
+    assert!(jobs.contains(&rid) && jobs.contains("querying"), "{jobs}");
+
+    let signalled = Instant::now();
+    first.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        testkit::http("GET", &format!("{base}/readyz"), "").await.0,
+        503,
+        "not ready once stopping"
+    );
+    let status = first.wait_exit(2 + 5).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(7));
+    assert_eq!(
+        state(&rid).await.unwrap()["status"],
+        "QUERYING",
+        "the statement was left running"
+    );
+
+    // The message is visible again at once (not after the 600 s visibility timeout), and the
+    // next worker re-attaches to the same statement.
+    emulator.set_faults("{}").await;
+    let other_overrides = [
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            emulator.url.as_str(),
+        ),
+        ("EXPORT_WORKER__ADMIN__LISTEN", ""),
+    ];
+    let _second = first.another(&other_overrides);
+    let done = wait_terminal(&rid, 30).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:?}");
+    assert_eq!(
+        done["statement_id"], querying["statement_id"],
+        "re-attached, not re-run"
+    );
+    let unloads = emulator.sql_log(&querying["statement_id"]).await;
+    assert_eq!(unloads.len(), 1);
+    let (_, log) = testkit::http("GET", &format!("{}/__admin/sql-log", emulator.url), "").await;
+    assert_eq!(
+        log.matches(&format!("/{rid}/")).count(),
+        1,
+        "exactly one UNLOAD for the request"
+    );
+}
