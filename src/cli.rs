@@ -1,4 +1,4 @@
-//! The command line: `run`, `submit`, `status`. Exit codes: 0 success, 1 the thing asked
+//! The command line: `run`, `submit`, `status`, `cancel`, `check`. Exit codes: 0 success, 1 the thing asked
 //! about is not there or not done, 64 bad usage or configuration (EX_USAGE), 69 a dependency
 //! could not be reached (EX_UNAVAILABLE).
 
@@ -58,6 +58,17 @@ enum Command {
         request_id: Option<String>,
         #[arg(long, default_value = "cli")]
         requested_by: String,
+    },
+    /// Validate the configuration and probe every dependency; non-zero exit on any problem.
+    Check {
+        #[arg(long, short, env = "EXPORT_WORKER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Ask for a request to be cancelled: its statement is cancelled and it ends CANCELLED.
+    Cancel {
+        #[arg(long, short, env = "EXPORT_WORKER_CONFIG")]
+        config: PathBuf,
+        request_id: String,
     },
     /// Show a request's state (and with --all its history).
     Status {
@@ -158,6 +169,22 @@ async fn dispatch(command: Command) -> ExitCode {
                 requested_by,
             )
             .await
+        }
+        Command::Check { config } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            telemetry::init_cli();
+            check(settings).await
+        }
+        Command::Cancel { config, request_id } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            telemetry::init_cli();
+            cancel(settings, &request_id).await
         }
         Command::Status {
             config,
@@ -422,6 +449,65 @@ async fn status(
         }
     }
     ExitCode::SUCCESS
+}
+
+async fn check(settings: Settings) -> ExitCode {
+    let svc = match Services::new(settings).await {
+        Ok(svc) => svc,
+        Err(e) => {
+            println!("FAIL  configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let probes = crate::check::run(&svc).await;
+    for p in &probes {
+        match &p.result {
+            Ok(detail) => println!("ok    {}: {detail}", p.name),
+            Err(problem) => println!("FAIL  {}: {problem}", p.name),
+        }
+    }
+    let failed = probes.iter().filter(|p| p.result.is_err()).count();
+    if failed == 0 {
+        println!("all {} checks passed", probes.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} checks failed", probes.len());
+        ExitCode::from(EX_UNAVAILABLE)
+    }
+}
+
+async fn cancel(settings: Settings, request_id: &str) -> ExitCode {
+    let svc = match Services::new(settings).await {
+        Ok(svc) => svc,
+        Err(e) => {
+            eprintln!("redshift-export-worker: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match svc.state.request_cancel(request_id).await {
+        Ok(None) => {
+            eprintln!("redshift-export-worker: no request {request_id:?}");
+            ExitCode::from(1)
+        }
+        Ok(Some(item)) if item.status.is_terminal() => {
+            eprintln!(
+                "redshift-export-worker: request {request_id} is already {}",
+                item.status.as_str()
+            );
+            ExitCode::from(1)
+        }
+        Ok(Some(item)) => {
+            println!(
+                "cancellation requested for {request_id} ({}); it ends CANCELLED",
+                item.status.as_str()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("redshift-export-worker: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
 }
 
 fn print_state(item: &StateItem, bucket: &str) {

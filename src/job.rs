@@ -188,6 +188,16 @@ where
     }
 }
 
+/// How long a lease lasts unless renewed: a little less than the message's visibility, so
+/// when a worker dies, whoever receives its message next finds the lease expired.
+pub fn lease_duration(settings: &Settings) -> Duration {
+    Duration::from_secs(
+        u64::from(settings.queue.visibility_timeout_secs)
+            .saturating_sub(5)
+            .max(1),
+    )
+}
+
 /// Processes one delivery of a valid request.
 pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32) -> Outcome {
     let retries = svc.settings.worker.stage_retries;
@@ -210,6 +220,11 @@ pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32
         );
         return Outcome::Acknowledged(item.status);
     }
+    // A request leased by a live worker elsewhere is left alone.
+    let item = match svc.state.claim(&item, lease_duration(&svc.settings)).await {
+        Ok(item) => item,
+        Err(e) => return after_error(svc, None, request, &[], e).await,
+    };
     if receive_count > svc.settings.worker.max_attempts {
         let e = JobError::rejected(
             "attempts_exhausted",
@@ -245,6 +260,9 @@ async fn run_stages(
         let prefix = unload::attempt_prefix(&s.upload.prefix, rid, item.attempt);
         let stage_started = std::time::Instant::now();
         svc.health.job_stage(rid.as_str(), stage_name(item.status));
+        if !item.status.is_terminal() && svc.state.cancel_requested(rid.as_str()).await? {
+            return Err(JobError::Cancelled);
+        }
         match item.status {
             Status::Queued => {
                 let attempt = item.attempt + 1;
@@ -283,7 +301,13 @@ async fn run_stages(
                     return Err(JobError::Conflict("QUERYING without a statement id".into()));
                 };
                 tracing::Span::current().record("statement_id", id.as_str());
-                let finished = svc.redshift.wait(&id, async || false).await;
+                let state = &svc.state;
+                let finished = svc
+                    .redshift
+                    .wait(&id, || async {
+                        state.cancel_requested(rid.as_str()).await.unwrap_or(false)
+                    })
+                    .await;
                 // A transient DescribeStatement failure is retried by re-attaching later.
                 let finished = finished?;
                 tracing::info!(result_rows = finished.result_rows, "statement finished");
@@ -438,6 +462,10 @@ async fn after_error(
         e if e.is_transient() => {
             let delay = Duration::from_secs(u64::from(svc.settings.worker.retry_delay_secs));
             tracing::warn!(error = %e, retry_in_secs = delay.as_secs(), "transient failure; the message will be retried");
+            // Whoever receives the message next may take the request at once.
+            if let Err(release_error) = svc.state.release(request.request_id.as_str()).await {
+                tracing::debug!(error = %release_error, "the lease was not released");
+            }
             return Outcome::Retry(delay);
         }
         _ => {}

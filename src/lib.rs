@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod archive;
 pub mod aws;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -72,11 +72,11 @@ impl Redshift {
 
     /// Polls until the statement is terminal. `cancelled` is checked between polls; when it
     /// returns true the statement is cancelled and [`JobError::Cancelled`] returned.
-    pub async fn wait(
-        &self,
-        id: &str,
-        mut cancelled: impl AsyncFnMut() -> bool,
-    ) -> Result<Finished, JobError> {
+    pub async fn wait<F, Fut>(&self, id: &str, mut cancelled: F) -> Result<Finished, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let s = &self.settings;
         let deadline = Instant::now() + Duration::from_secs(s.query_timeout_secs);
         let mut delay = Duration::from_millis(s.poll_initial_ms);

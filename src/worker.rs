@@ -122,21 +122,29 @@ async fn handle(
     }
     let body = m.body.clone().unwrap_or_default();
     let started = Instant::now();
-    let heartbeat = tokio::spawn(heartbeat(svc.clone(), receipt.clone()));
-    svc.metrics.jobs_in_flight.inc();
-
-    let outcome = match message::parse(
+    let parsed = message::parse(
         body.as_bytes(),
         &message_id,
         q.max_message_bytes,
         &svc.settings.compat,
-    ) {
+    );
+    let leased = parsed.as_ref().ok().map(|r| r.request_id.to_string());
+    let mut heartbeat = tokio::spawn(heartbeat(svc.clone(), receipt.clone(), leased));
+    svc.metrics.jobs_in_flight.inc();
+
+    let outcome = match parsed {
         Ok(request) => {
             let span = tracing::info_span!("job", request_id = %request.request_id, statement_id = tracing::field::Empty);
             let grace = Duration::from_secs(svc.settings.worker.shutdown_grace_secs);
             let job = job::process(svc, &request, receive_count).instrument(span.clone());
             let outcome = tokio::select! {
                 outcome = job => outcome,
+                _ = &mut heartbeat => {
+                    // The lease or the message was taken over: stop before any further side
+                    // effect; the new owner carries on from the recorded state.
+                    span.in_scope(|| tracing::warn!("lost the request's lease; stopping this job"));
+                    Outcome::Yield
+                }
                 _ = async {
                     let _ = shutdown.wait_for(|stop| *stop).await;
                     tokio::time::sleep(grace).await;
@@ -144,6 +152,9 @@ async fn handle(
                     // Every step is recorded before it is taken, so dropping the job here loses
                     // nothing: the next worker resumes from the recorded state.
                     span.in_scope(|| tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; releasing the message"));
+                    if let Err(e) = svc.state.release(request.request_id.as_str()).await {
+                        span.in_scope(|| tracing::debug!(error = %e, "the lease was not released"));
+                    }
                     Outcome::Retry(Duration::ZERO)
                 }
             };
@@ -209,41 +220,76 @@ async fn handle(
     }
 }
 
-/// Keeps the message invisible while its job runs, within SQS's 12-hour cap.
-async fn heartbeat(svc: Arc<Services>, receipt: String) {
+/// Keeps the message invisible and the request's lease alive while its job runs. Returns
+/// only when the lease is lost (the receipt handle no longer works, or another worker holds
+/// the request), which stops the job. Past SQS's 12-hour visibility cap the message comes
+/// back, but the DynamoDB lease is still renewed, so a worker receiving it leaves it alone.
+async fn heartbeat(svc: Arc<Services>, receipt: String, request_id: Option<String>) {
     let q = &svc.settings.queue;
     let timeout = Duration::from_secs(u64::from(q.visibility_timeout_secs));
     let received = Instant::now();
+    let mut capped = false;
     loop {
         tokio::time::sleep(timeout / 3).await;
         let left = Duration::from_secs(43_200).saturating_sub(received.elapsed());
         let extend = timeout.min(left);
-        if extend.is_zero() {
+        if extend.is_zero() && !capped {
+            capped = true;
             tracing::warn!(
-                "the message reached SQS's 12-hour visibility limit; it will be redelivered"
+                "the message reached SQS's 12-hour visibility limit; the lease in DynamoDB keeps the request"
             );
-            return;
         }
-        let result = svc
-            .clients
-            .sqs
-            .change_message_visibility()
-            .queue_url(&q.url)
-            .receipt_handle(&receipt)
-            .visibility_timeout(extend.as_secs() as i32)
-            .send()
-            .await
-            .aws("sqs", "ChangeMessageVisibility");
-        let label = if result.is_ok() { "ok" } else { "error" };
-        svc.metrics
-            .visibility_extensions
-            .with_label_values(&[label])
-            .inc();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "extending the message's visibility failed");
+        if !capped {
+            let result = svc
+                .clients
+                .sqs
+                .change_message_visibility()
+                .queue_url(&q.url)
+                .receipt_handle(&receipt)
+                .visibility_timeout(extend.as_secs() as i32)
+                .send()
+                .await
+                .aws("sqs", "ChangeMessageVisibility");
+            let label = if result.is_ok() { "ok" } else { "error" };
+            svc.metrics
+                .visibility_extensions
+                .with_label_values(&[label])
+                .inc();
+            match result {
+                Ok(_) => {}
+                Err(e) if RECEIPT_GONE.iter().any(|code| e.code_is(code)) => {
+                    tracing::warn!(error = %e, "the message's receipt handle is no longer valid");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "extending the message's visibility failed"),
+            }
+        }
+        if let Some(rid) = &request_id {
+            match svc
+                .state
+                .renew(rid, job::lease_duration(&svc.settings))
+                .await
+            {
+                Ok(()) => {}
+                Err(crate::error::JobError::Conflict(why)) => {
+                    tracing::warn!(reason = %why, "the request's lease was lost");
+                    return;
+                }
+                // Not yet leased (still being claimed) or a passing failure: try next beat.
+                Err(e) => tracing::debug!(error = %e, "renewing the lease failed"),
+            }
         }
     }
 }
+
+/// Error codes meaning the receipt handle no longer refers to our in-flight message
+/// (`reference/aws-facts.md` §1): the message was deleted or delivered to someone else.
+const RECEIPT_GONE: &[&str] = &[
+    "ReceiptHandleIsInvalid",
+    "InvalidParameterValue",
+    "MessageNotInflight",
+    "AWS.SimpleQueueService.MessageNotInflight",
+];
 
 /// A message from which no request id can be read: moved to the dead-letter queue at once,
 /// with the reason attached. Without a dead-letter queue it is left for SQS's own redrive.

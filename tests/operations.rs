@@ -146,3 +146,105 @@ async fn sigterm_releases_the_message_and_another_worker_finishes_without_a_seco
         "exactly one UNLOAD for the request"
     );
 }
+
+#[tokio::test]
+async fn cancel_during_querying_aborts_the_statement_and_ends_cancelled() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let daemon = Daemon::start(&[(
+        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+        emulator.url.as_str(),
+    )])
+    .await;
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let querying = wait_status(&rid, "QUERYING", 60).await;
+    let out = cli(&["cancel", &rid], &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_terminal(&rid, 60).await;
+    assert_eq!(done["status"], "CANCELLED", "{done:?}");
+    assert_eq!(done["error_code"], "cancelled");
+    let described = emulator
+        .client()
+        .describe_statement()
+        .id(&querying["statement_id"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.status(),
+        Some(&aws_sdk_redshiftdata::types::StatusString::Aborted)
+    );
+    assert_eq!(history(&rid).await, ["QUEUED", "QUERYING", "CANCELLED"]);
+    let again = cli(&["cancel", &rid], &[]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a finished request cannot be cancelled"
+    );
+    assert_eq!(
+        cli(&["cancel", "no-such-request"], &[]).await.status.code(),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn check_passes_against_the_stack_and_names_what_is_missing() {
+    let ok = cli(&["check"], &[]).await;
+    let text = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        ok.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for probe in [
+        "configuration",
+        "queue",
+        "dead-letter queue",
+        "table",
+        "upload bucket",
+        "archive bucket",
+        "email (smtp)",
+        "redshift",
+    ] {
+        assert!(
+            text.contains(&format!("ok    {probe}")),
+            "{probe} missing in\n{text}"
+        );
+    }
+
+    let missing = format!("missing-{}", &testkit::unique("b")[..20]);
+    let bad = cli(
+        &["check"],
+        &[("EXPORT_WORKER__ARCHIVE__BUCKET", missing.as_str())],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert_eq!(bad.status.code(), Some(69), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no failure in\n{text}"));
+    assert!(
+        line.contains(&format!("archive bucket {missing}")) && line.contains("archive.bucket"),
+        "{line}"
+    );
+    assert!(text.contains("1 of 8 checks failed"), "{text}");
+    assert!(!line.contains("headers"), "concise: {line}");
+
+    let ses = cli(&["check"], &[("EXPORT_WORKER__EMAIL__TRANSPORT", "ses")]).await;
+    let text = String::from_utf8_lossy(&ses.stdout).to_string();
+    assert!(ses.status.success(), "{text}");
+    assert!(
+        text.contains("ok    email (ses): identity exports@example.com is verified"),
+        "{text}"
+    );
+}

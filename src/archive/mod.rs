@@ -225,9 +225,8 @@ impl Archiver {
             .and_then(|m| m.schema.as_ref())
             .map(|s| s.elements.iter().map(|e| e.name.as_str()).collect())
             .unwrap_or_default();
-        let part_size = self.settings.part_size_mib as usize * 1024 * 1024;
         let mut zip = ZipWriter::new(SystemTime::now());
-        let mut out = Vec::with_capacity(part_size);
+        let mut out = Vec::with_capacity(256 * 1024);
         let mut scratch = Vec::new();
         let ext = plan.format.extension();
 
@@ -253,9 +252,7 @@ impl Archiver {
                     rec.drain_into(&mut scratch);
                     zip.write(&scratch, &mut out);
                     scratch.clear();
-                    if out.len() >= part_size {
-                        sink.write(&mut out).await?;
-                    }
+                    sink.write(&mut out).await?;
                 }
                 gunzip
                     .finish(|plain| rec.write(plain))
@@ -272,14 +269,8 @@ impl Archiver {
                 let base = base.strip_suffix(".gz").unwrap_or(base);
                 zip.start_entry(&format!("{base}.{ext}"), &mut out);
                 let (crc, csize, usize) = match mode {
-                    Mode::PassThrough => {
-                        self.pass_through(part, &mut zip, &mut out, sink, part_size)
-                            .await?
-                    }
-                    Mode::Recompress => {
-                        self.recompress(part, &mut zip, &mut out, sink, part_size)
-                            .await?
-                    }
+                    Mode::PassThrough => self.pass_through(part, &mut zip, &mut out, sink).await?,
+                    Mode::Recompress => self.recompress(part, &mut zip, &mut out, sink).await?,
                 };
                 zip.finish_entry(crc, csize, usize, &mut out);
             }
@@ -318,7 +309,6 @@ impl Archiver {
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
-        part_size: usize,
     ) -> Result<(u32, u64, u64), BuildError> {
         let mut pass = PassThrough::default();
         let mut raw = Vec::new();
@@ -335,9 +325,7 @@ impl Archiver {
             }
             zip.write(&raw, out);
             raw.clear();
-            if out.len() >= part_size {
-                sink.write(out).await?;
-            }
+            sink.write(out).await?;
         }
         pass.finish().map_err(|e| corrupt(part, e).into())
     }
@@ -348,7 +336,6 @@ impl Archiver {
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
-        part_size: usize,
     ) -> Result<(u32, u64, u64), BuildError> {
         let mut rec = Recompressor::new(self.settings.compression_level);
         let mut gunzip = Gunzip::default();
@@ -365,9 +352,7 @@ impl Archiver {
             rec.drain_into(&mut compressed);
             zip.write(&compressed, out);
             compressed.clear();
-            if out.len() >= part_size {
-                sink.write(out).await?;
-            }
+            sink.write(out).await?;
         }
         gunzip
             .finish(|plain| rec.write(plain))

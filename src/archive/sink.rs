@@ -61,19 +61,23 @@ impl MultipartSink {
         })
     }
 
-    /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill.
+    /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill. The
+    /// buffer never grows past one part, and each upload gets an allocation of exactly one
+    /// part, so memory stays at about three parts whatever the archive's size.
     pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), AwsError> {
         self.written += data.len() as u64;
-        if self.buffer.is_empty() && data.len() >= self.part_size {
-            std::mem::swap(&mut self.buffer, data);
-        } else {
-            self.buffer.append(data);
+        let mut input = data.as_slice();
+        while !input.is_empty() {
+            let take = (self.part_size - self.buffer.len()).min(input.len());
+            self.buffer.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.buffer.len() == self.part_size {
+                let part = self.buffer.clone();
+                self.buffer.clear();
+                self.upload(part).await?;
+            }
         }
-        while self.buffer.len() >= self.part_size {
-            let rest = self.buffer.split_off(self.part_size);
-            let part = std::mem::replace(&mut self.buffer, rest);
-            self.upload(part).await?;
-        }
+        data.clear();
         Ok(())
     }
 

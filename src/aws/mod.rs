@@ -133,7 +133,21 @@ impl AwsError {
             }
             _ => (None, true),
         };
-        let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+        // A service's answer is told as code, status and message; anything else (no answer,
+        // a broken one) with its whole cause chain.
+        let detail = match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                match se.err().message() {
+                    Some(message) => format!(
+                        "{} (HTTP {status}): {message}",
+                        code.as_deref().unwrap_or("error")
+                    ),
+                    None => format!("{} (HTTP {status})", code.as_deref().unwrap_or("error")),
+                }
+            }
+            _ => aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        };
         AwsError {
             service,
             operation,

@@ -145,6 +145,39 @@ impl Daemon {
     }
 }
 
+/// Runs a CLI command (`status`, `cancel`, `check`, …) with config/local.toml and the devstack
+/// environment plus `overrides`.
+pub async fn cli(args: &[&str], overrides: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redshift-export-worker"));
+    cmd.arg(args[0])
+        .arg("--config")
+        .arg(root().join("config/local.toml"))
+        .args(&args[1..])
+        .env_clear()
+        .envs(
+            testkit::devstack()
+                .iter()
+                .filter(|(k, _)| k.starts_with("AWS_")),
+        )
+        .env(
+            "EXPORT_WORKER__EMAIL__SMTP__HOST",
+            var("DEVSTACK_SMTP_HOST"),
+        )
+        .env(
+            "EXPORT_WORKER__EMAIL__SMTP__PORT",
+            var("DEVSTACK_SMTP_PORT"),
+        )
+        .env("EXPORT_WORKER__QUEUE__URL", var("DEVSTACK_QUEUE_URL"))
+        .env(
+            "EXPORT_WORKER__QUEUE__DEAD_LETTER_URL",
+            var("DEVSTACK_DLQ_URL"),
+        );
+    for (k, v) in overrides {
+        cmd.env(k, v);
+    }
+    cmd.output().await.unwrap()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -314,7 +347,12 @@ pub async fn smtp_mail(rid: &str) -> Value {
                 && std::fs::read_to_string(&path).is_ok_and(|raw| raw.contains(rid));
             if hit {
                 let decoded = inspect("mime", &path);
-                assert!(decoded["subject"].as_str().unwrap_or_default().contains(rid));
+                assert!(
+                    decoded["subject"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(rid)
+                );
                 return decoded;
             }
         }

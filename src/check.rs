@@ -1,0 +1,193 @@
+//! `check`: the configuration is valid (it was loaded to get here) and every dependency and
+//! permission the worker needs answers: both queues, the table, both buckets, the email
+//! transport and a trivial Redshift statement. One line per probe, saying what to fix.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+
+use crate::aws::AwsResultExt;
+use crate::config::EmailTransport;
+use crate::job::Services;
+use crate::message::RequestId;
+
+/// One probe's verdict.
+pub struct Probe {
+    pub name: String,
+    pub result: Result<String, String>,
+}
+
+/// Runs every probe; the order is the order a reader fixes things in.
+pub async fn run(svc: &Services) -> Vec<Probe> {
+    let s = &svc.settings;
+    let mut probes = vec![Probe {
+        name: "configuration".into(),
+        result: Ok(format!("{} query templates", s.templates.len())),
+    }];
+    let mut push =
+        |name: String, result: Result<String, String>| probes.push(Probe { name, result });
+
+    push(
+        format!("queue {}", s.queue.url),
+        queue(svc, &s.queue.url, "queue.url").await,
+    );
+    match &s.queue.dead_letter_url {
+        Some(url) => push(
+            format!("dead-letter queue {url}"),
+            queue(svc, url, "queue.dead_letter_url").await,
+        ),
+        None => push(
+            "dead-letter queue".into(),
+            Ok("not configured: unusable messages stay for the queue's redrive".into()),
+        ),
+    }
+    push(format!("table {}", s.state.table), table(svc).await);
+    push(
+        format!("upload bucket {}", s.upload.bucket),
+        bucket(svc, &s.upload.bucket, "upload.bucket").await,
+    );
+    push(
+        format!("archive bucket {}", s.archive.bucket),
+        bucket(svc, &s.archive.bucket, "archive.bucket").await,
+    );
+    push(
+        format!("email ({})", svc.mailer.transport_name()),
+        email(svc).await,
+    );
+    push("redshift".into(), redshift(svc).await);
+    probes
+}
+
+async fn queue(svc: &Services, url: &str, key: &str) -> Result<String, String> {
+    svc.clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .aws("sqs", "GetQueueAttributes")
+        .map(|out| {
+            let arn = out
+                .attributes
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                        .cloned()
+                })
+                .unwrap_or_default();
+            format!("reachable ({arn})")
+        })
+        .map_err(|e| format!("{e} — check {key} and the sqs:GetQueueAttributes permission"))
+}
+
+async fn table(svc: &Services) -> Result<String, String> {
+    let name = &svc.settings.state.table;
+    let out = svc
+        .clients
+        .dynamodb
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .aws("dynamodb", "DescribeTable")
+        .map_err(|e| format!("{e} — create the table or fix state.table"))?;
+    let t = out.table.ok_or("DescribeTable returned no table")?;
+    let key = |attr: &str, kind: KeyType| {
+        t.key_schema()
+            .iter()
+            .any(|k| k.attribute_name() == attr && *k.key_type() == kind)
+    };
+    let string = |attr: &str| {
+        t.attribute_definitions()
+            .iter()
+            .any(|d| d.attribute_name() == attr && *d.attribute_type() == ScalarAttributeType::S)
+    };
+    if key("request_id", KeyType::Hash)
+        && key("sk", KeyType::Range)
+        && string("request_id")
+        && string("sk")
+    {
+        Ok("partition key request_id (S), sort key sk (S)".into())
+    } else {
+        Err(format!(
+            "table {name} must have partition key request_id (S) and sort key sk (S)"
+        ))
+    }
+}
+
+async fn bucket(svc: &Services, name: &str, key: &str) -> Result<String, String> {
+    svc.clients
+        .s3
+        .head_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .aws("s3", "HeadBucket")
+        .map(|_| "reachable".to_string())
+        .map_err(|e| {
+            format!("{e} — create bucket {name} or fix {key}; the worker needs s3:ListBucket on it")
+        })
+}
+
+async fn email(svc: &Services) -> Result<String, String> {
+    let e = &svc.settings.email;
+    match e.transport {
+        EmailTransport::Smtp => svc
+            .mailer
+            .probe()
+            .await
+            .map(|()| format!("{}:{} answers", e.smtp.host, e.smtp.port))
+            .map_err(|err| format!("{err} — check email.smtp.host, port, tls and credentials")),
+        EmailTransport::Ses => {
+            let domain = e.from.rsplit('@').next().unwrap_or_default();
+            for identity in [e.from.as_str(), domain] {
+                let out = svc
+                    .clients
+                    .sesv2
+                    .get_email_identity()
+                    .email_identity(identity)
+                    .send()
+                    .await;
+                // VerificationStatus SUCCESS also means verified (moto sets only that one).
+                if let Ok(out) = out
+                    && (out.verified_for_sending_status
+                        || out.verification_status
+                            == Some(aws_sdk_sesv2::types::VerificationStatus::Success))
+                {
+                    return Ok(format!("identity {identity} is verified for sending"));
+                }
+            }
+            Err(format!(
+                "neither {} nor {domain} is a verified SES identity — verify one, or fix email.from",
+                e.from
+            ))
+        }
+    }
+}
+
+async fn redshift(svc: &Services) -> Result<String, String> {
+    let probe_id = RequestId::parse(&format!("check-{}", uuid::Uuid::new_v4().simple()))
+        .map_err(|e| e.to_string())?;
+    let id = svc
+        .redshift
+        .execute("SELECT 1", &probe_id, 1)
+        .await
+        .map_err(|e| {
+            format!("{e} — check redshift.* and the redshift-data:ExecuteStatement permission")
+        })?;
+    let finished = tokio::time::timeout(
+        Duration::from_secs(60),
+        svc.redshift.wait(&id, || async { false }),
+    )
+    .await;
+    match finished {
+        Ok(Ok(_)) => Ok(format!("SELECT 1 finished (statement {id})")),
+        Ok(Err(e)) => Err(format!(
+            "{e} — check the database, user or secret in redshift.*"
+        )),
+        Err(_) => {
+            svc.redshift.cancel(&id).await;
+            Err("SELECT 1 did not finish within 60 s".into())
+        }
+    }
+}

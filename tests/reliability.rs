@@ -1,0 +1,361 @@
+//! Correct under failure: killed workers, duplicate deliveries, injected AWS faults, hostile
+//! messages and bounded concurrency — with real processes against the devstack.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+use testkit::var;
+
+/// How many emails in the SMTP sink mention `rid`.
+fn emails_for(rid: &str) -> usize {
+    std::fs::read_dir(var("DEVSTACK_MAIL_DIR"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|raw| raw.contains(rid)))
+        .count()
+}
+
+/// UNLOADs the emulator at `admin` received for `rid`.
+async fn unloads(emulator_url: &str, rid: &str) -> usize {
+    let (_, log) = testkit::http("GET", &format!("{emulator_url}/__admin/sql-log"), "").await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sql"].as_str().unwrap().contains(&format!("/{rid}/")))
+        .count()
+}
+
+#[tokio::test]
+async fn the_same_request_twice_is_exported_once_and_emailed_once() {
+    let daemon = Daemon::start(&[]).await;
+    let rid = testkit::unique("dup");
+    let body = json!({"version": 1, "request_id": rid, "query": "orders_between", "params": {"first": 1, "last": 2000}});
+    daemon.send(&body.to_string()).await;
+    daemon.send(&body.to_string()).await;
+    let state = wait_terminal(&rid, 60).await;
+    assert_eq!(state["status"], "COMPLETED", "{state:?}");
+    // Give the second delivery time to be handled too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(unload_sql(&rid).await.len(), 1, "one UNLOAD");
+    assert_eq!(emails_for(&rid), 1, "one email");
+    assert_eq!(
+        history(&rid).await,
+        ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_querying_is_taken_over_without_a_second_unload() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let overrides = [
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            emulator.url.as_str(),
+        ),
+        ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "30"),
+    ];
+    let mut first = Daemon::start(&overrides).await;
+    let rid = first
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let querying = wait_status(&rid, "QUERYING", 60).await;
+    first.signal("KILL");
+    first.wait_exit(10).await;
+    emulator.set_faults("{}").await;
+    let _second = first.another(&overrides);
+    let done = wait_terminal(&rid, 90).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:?}");
+    assert_eq!(
+        done["statement_id"], querying["statement_id"],
+        "re-attached to the running statement"
+    );
+    assert_eq!(unloads(&emulator.url, &rid).await, 1, "exactly one UNLOAD");
+    assert_eq!(emails_for(&rid), 1);
+}
+
+#[tokio::test]
+async fn a_worker_killed_while_archiving_leaves_one_valid_archive_and_one_email() {
+    let overrides = [("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "30")];
+    let mut first = Daemon::start(&overrides).await;
+    let rid = first
+        .request(
+            "hashes",
+            json!({"rows": 1_500_000}),
+            json!({"layout": "single"}),
+        )
+        .await;
+    wait_status(&rid, "ARCHIVING", 120).await;
+    first.signal("KILL");
+    first.wait_exit(10).await;
+    let _second = first.another(&overrides);
+    let done = wait_terminal(&rid, 180).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:?}");
+    assert_eq!(done["rows"], "1500000");
+    let (path, _) = download_archive(&done["archive_key"]).await;
+    let entries = read_zip(&path);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        csv_records(&entries[0].1).len(),
+        1_500_001,
+        "header and every row, once"
+    );
+    assert_eq!(unload_sql(&rid).await.len(), 1);
+    assert_eq!(emails_for(&rid), 1);
+}
+
+#[tokio::test]
+async fn injected_throttling_and_server_errors_are_ridden_out() {
+    let emulator =
+        private_emulator(&["--faults", r#"{"throttle_rate": 0.3, "error_rate": 0.2}"#]).await;
+    let daemon = Daemon::start(&[(
+        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+        emulator.url.as_str(),
+    )])
+    .await;
+    let mut rids = Vec::new();
+    for sku in ["FLOWER12", "FLOWER13", "FLOWER14"] {
+        rids.push(
+            daemon
+                .request("product_detail_by_sku", json!({"sku": sku}), json!({}))
+                .await,
+        );
+    }
+    for rid in &rids {
+        let state = wait_terminal(rid, 120).await;
+        assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
+        assert_eq!(state["rows"], "1");
+    }
+}
+
+#[tokio::test]
+async fn permanent_failures_fail_at_once_and_exhausted_retries_fail_with_their_code() {
+    let emulator = private_emulator(&["--faults", r#"{"fail_statements": 1, "fail_message": "ERROR: permission denied for relation product_detail"}"#]).await;
+    let daemon = Daemon::start(&[(
+        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+        emulator.url.as_str(),
+    )])
+    .await;
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 60).await;
+    assert_eq!(
+        (state["status"].as_str(), state["error_code"].as_str()),
+        ("FAILED", "query_failed")
+    );
+    assert_eq!(state["attempt"], "1", "failed on the first attempt");
+
+    let failing = private_emulator(&[
+        "--faults",
+        r#"{"error_rate": 1.0, "operations": ["ExecuteStatement"]}"#,
+    ])
+    .await;
+    let daemon = Daemon::start(&[
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            failing.url.as_str(),
+        ),
+        ("EXPORT_WORKER__WORKER__MAX_ATTEMPTS", "2"),
+        ("EXPORT_WORKER__WORKER__STAGE_RETRIES", "0"),
+    ])
+    .await;
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 120).await;
+    assert_eq!(
+        (state["status"].as_str(), state["error_code"].as_str()),
+        ("FAILED", "attempts_exhausted"),
+        "{state:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_work_goes_on() {
+    let daemon = Daemon::start(&[]).await;
+    let compat = redshift_export_worker::config::Settings::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/local.toml"
+    )))
+    .unwrap()
+    .compat;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/messages/invalid");
+    let mut bodies: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    bodies.extend([
+        "".to_string(),
+        "{".to_string(),
+        "null".to_string(),
+        "{}".to_string(),
+        json!({"version": 1, "request_id": "r", "query": "q", "params": {"x": "a\u{0}b"}}).to_string(),
+        format!("{{\"version\":1,\"request_id\":\"r\",\"query\":\"{}\"}}", "x".repeat(300_000)),
+        "[".repeat(5000),
+        json!({"version": 1e308, "request_id": "r", "query": "q"}).to_string(),
+        json!({"version": 1, "request_id": "r\u{202e}", "query": "q"}).to_string(),
+        json!({"version": 1, "request_id": "r", "query": "'; DROP TABLE x; --"}).to_string(),
+        json!({"version": 1, "request_id": "r", "query": "orders_between", "params": {"first": "1; drop", "last": 2}}).to_string(),
+        json!({"requestid": "r", "sku": {"$ne": 1}}).to_string(),
+    ]);
+    assert!(bodies.len() >= 30, "{} hostile messages", bodies.len());
+
+    let sqs = support::sqs();
+    let mut expectations = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        // Give each message that names request id "r" an id of its own.
+        let body = body.replace(
+            "\"r\"",
+            &format!("\"hostile-{i}-{}\"", &testkit::unique("x")[2..14]),
+        );
+        let body = if body.is_empty() {
+            " ".to_string()
+        } else {
+            body
+        };
+        let sent = sqs
+            .send_message()
+            .queue_url(&daemon.queue_url)
+            .message_body(&body)
+            .send()
+            .await
+            .unwrap();
+        let message_id = sent.message_id.unwrap();
+        // The worker's verdict is compared with the parser's own.
+        let parsed = redshift_export_worker::message::parse(
+            body.as_bytes(),
+            &message_id,
+            256 * 1024,
+            &compat,
+        );
+        expectations.push((body, message_id, parsed));
+    }
+    let valid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER14"}),
+            json!({}),
+        )
+        .await;
+
+    let mut dead_lettered = 0;
+    let mut failed = 0;
+    for (body, _, parsed) in &expectations {
+        match parsed {
+            Ok(request) => {
+                let state = wait_terminal(request.request_id.as_str(), 60).await;
+                assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
+                assert!(!state["error_code"].is_empty());
+                failed += 1;
+            }
+            Err(e) if e.request_id.is_some() => {
+                let state = wait_terminal(e.request_id.as_ref().unwrap().as_str(), 60).await;
+                assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
+                assert_eq!(state["error_code"], e.code, "{body:.120}");
+                failed += 1;
+            }
+            Err(_) => dead_lettered += 1,
+        }
+    }
+    // Everything without a request id is in the dead-letter queue, with its reason.
+    let mut found = 0;
+    for _ in 0..60 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&daemon.dlq_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages.unwrap_or_default() {
+            let attrs = m.message_attributes().unwrap();
+            assert!(!attrs["error_code"].string_value().unwrap().is_empty());
+            sqs.delete_message()
+                .queue_url(&daemon.dlq_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            found += 1;
+        }
+        if found == dead_lettered {
+            break;
+        }
+    }
+    assert_eq!(found, dead_lettered, "dead-lettered messages");
+    assert!(
+        dead_lettered > 0 && failed > 0,
+        "{dead_lettered} dead-lettered, {failed} failed"
+    );
+    assert_eq!(
+        wait_terminal(&valid, 60).await["status"],
+        "COMPLETED",
+        "valid work carried on"
+    );
+}
+
+#[tokio::test]
+async fn three_slots_run_three_statements_at_once_and_finish_about_three_times_sooner() {
+    let mut elapsed = Vec::new();
+    for slots in ["1", "3"] {
+        let emulator = private_emulator(&["--step-delay-ms", "600"]).await;
+        let daemon = Daemon::start(&[
+            (
+                "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+                emulator.url.as_str(),
+            ),
+            ("EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS", slots),
+        ])
+        .await;
+        let started = Instant::now();
+        let mut rids = Vec::new();
+        for _ in 0..6 {
+            rids.push(
+                daemon
+                    .request(
+                        "product_detail_by_sku",
+                        json!({"sku": "FLOWER12"}),
+                        json!({}),
+                    )
+                    .await,
+            );
+        }
+        for rid in &rids {
+            assert_eq!(wait_terminal(rid, 120).await["status"], "COMPLETED");
+        }
+        elapsed.push(started.elapsed());
+        let (_, stats) = emulator.admin("GET", "stats", "").await;
+        let stats: Value = serde_json::from_str(&stats).unwrap();
+        assert_eq!(
+            stats["max_running"],
+            slots.parse::<u64>().unwrap(),
+            "statements at once with {slots} slots"
+        );
+    }
+    let ratio = elapsed[0].as_secs_f64() / elapsed[1].as_secs_f64();
+    assert!(
+        ratio > 2.0,
+        "3 slots were only {ratio:.1}× faster than 1 ({elapsed:?})"
+    );
+}
