@@ -331,7 +331,12 @@ async fn submit(
             return ExitCode::from(EX_USAGE);
         }
     }
-    let clients = crate::aws::Clients::new(&settings.aws, settings.queue.wait_secs).await;
+    let clients = crate::aws::Clients::new(
+        &settings.aws,
+        settings.queue.wait_secs,
+        &crate::metrics::Metrics::new(),
+    )
+    .await;
     let sent = clients
         .sqs
         .send_message()

@@ -37,7 +37,8 @@ pub struct Services {
 
 impl Services {
     pub async fn new(settings: Settings) -> Result<Arc<Services>, String> {
-        let clients = Clients::new(&settings.aws, settings.queue.wait_secs).await;
+        let metrics = Arc::new(Metrics::new());
+        let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &metrics).await;
         let worker = if settings.worker.id.is_empty() {
             default_worker_id()
         } else {
@@ -57,7 +58,6 @@ impl Services {
         );
         let mailer = Mailer::new(&settings.email, clients.sesv2.clone())?;
         let templates = Templates::load(&settings.email.templates)?;
-        let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let archive_slots = tokio::sync::Semaphore::new(settings.worker.max_concurrent_archives);
         Ok(Arc::new(Services {

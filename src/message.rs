@@ -279,11 +279,22 @@ pub fn parse(
             format!("{} recipients; at most {MAX_RECIPIENTS}", recipients.len()),
         ));
     }
+    // The address itself stays out of the error: errors are logged and stored.
     let recipients = recipients
         .iter()
-        .map(|r| EmailAddress::parse(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail("invalid_recipient", e))?;
+        .enumerate()
+        .map(|(i, r)| {
+            EmailAddress::parse(r).map_err(|_| {
+                fail(
+                    "invalid_recipient",
+                    format!(
+                        "recipient {} of notify.email is not a valid ASCII email address",
+                        i + 1
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(by) = &m.requested_by
         && (by.len() > 256 || by.chars().any(char::is_control))
     {

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub visibility_extensions: IntCounterVec,
     /// Retries of transient failures inside a stage, by stage operation.
     pub retries: IntCounterVec,
+    /// AWS API attempts (SDK retries included), by service, operation and outcome (ok,
+    /// client_error, server_error, no_response).
+    pub aws_requests: IntCounterVec,
     /// 1, with the version as a label.
     pub build_info: IntGaugeVec,
 }
@@ -115,6 +118,11 @@ impl Metrics {
             "Retries of transient failures inside a stage, by operation.",
             &["operation"],
         );
+        let aws_requests = counter_vec(
+            "aws_requests_total",
+            "AWS API attempts, SDK retries included, by service, operation and outcome.",
+            &["service", "operation", "outcome"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("redshift_export_build_info", "Build information; always 1."),
             &["version"],
@@ -147,6 +155,7 @@ impl Metrics {
             archive_bytes,
             visibility_extensions,
             retries,
+            aws_requests,
             build_info,
         }
     }

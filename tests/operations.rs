@@ -37,6 +37,8 @@ async fn metrics_pass_promtool_and_count_the_work() {
         "redshift_export_rows_exported_total 1",
         "redshift_export_stage_duration_seconds_count{stage=\"archive\"} 1",
         "redshift_export_build_info{version=",
+        "redshift_export_aws_requests_total{operation=\"ExecuteStatement\",outcome=\"ok\"",
+        "redshift_export_aws_requests_total{operation=\"TransactWriteItems\",outcome=\"ok\"",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }

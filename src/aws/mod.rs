@@ -21,7 +21,15 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub async fn new(settings: &AwsSettings, sqs_wait_secs: u32) -> Clients {
+    /// Every client counts its API attempts in `metrics`.
+    pub async fn new(
+        settings: &AwsSettings,
+        sqs_wait_secs: u32,
+        metrics: &crate::metrics::Metrics,
+    ) -> Clients {
+        let counted = CallMetrics {
+            requests: metrics.aws_requests.clone(),
+        };
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &settings.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
@@ -56,13 +64,51 @@ impl Clients {
             redshift = redshift.endpoint_url(url);
         }
         Clients {
-            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
-            s3: aws_sdk_s3::Client::from_conf(s3.build()),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
-            sesv2: aws_sdk_sesv2::Client::from_conf(sesv2.build()),
-            redshift: aws_sdk_redshiftdata::Client::from_conf(redshift.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.interceptor(counted.clone()).build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.interceptor(counted.clone()).build()),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                dynamodb.interceptor(counted.clone()).build(),
+            ),
+            sesv2: aws_sdk_sesv2::Client::from_conf(sesv2.interceptor(counted.clone()).build()),
+            redshift: aws_sdk_redshiftdata::Client::from_conf(
+                redshift.interceptor(counted).build(),
+            ),
             sdk,
         }
+    }
+}
+
+/// Counts every API attempt by service, operation and outcome (an SDK interceptor sees the
+/// SDK's own retries too, which the callers do not).
+#[derive(Debug, Clone)]
+struct CallMetrics {
+    requests: prometheus::IntCounterVec,
+}
+
+impl aws_sdk_s3::config::Intercept for CallMetrics {
+    fn name(&self) -> &'static str {
+        "CallMetrics"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let metadata = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        let (service, operation) =
+            metadata.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        let outcome = match context.response().map(|r| r.status()) {
+            None => "no_response",
+            Some(status) if status.is_success() => "ok",
+            Some(status) if status.is_client_error() => "client_error",
+            Some(_) => "server_error",
+        };
+        self.requests
+            .with_label_values(&[service, operation, outcome])
+            .inc();
+        Ok(())
     }
 }
 
