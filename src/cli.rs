@@ -125,18 +125,31 @@ fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
     })
 }
 
-async fn dispatch(command: Command) -> ExitCode {
-    match command {
-        Command::Run { config } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            telemetry::init(&settings.logging);
-            run(settings).await
+impl Command {
+    fn config(&self) -> &std::path::Path {
+        match self {
+            Command::Run { config }
+            | Command::Submit { config, .. }
+            | Command::Check { config }
+            | Command::Cancel { config, .. }
+            | Command::Status { config, .. } => config,
         }
+    }
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    let settings = match load(command.config()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Command::Run { .. } = command {
+        telemetry::init(&settings.logging);
+    } else {
+        telemetry::init_cli();
+    }
+    match command {
+        Command::Run { .. } => run(settings).await,
         Command::Submit {
-            config,
             query,
             params,
             emails,
@@ -144,12 +157,8 @@ async fn dispatch(command: Command) -> ExitCode {
             layout,
             request_id,
             requested_by,
+            ..
         } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            telemetry::init_cli();
             let format = match format {
                 FormatArg::Csv => Format::Csv,
                 FormatArg::Json => Format::Json,
@@ -170,36 +179,15 @@ async fn dispatch(command: Command) -> ExitCode {
             )
             .await
         }
-        Command::Check { config } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            telemetry::init_cli();
-            check(settings).await
-        }
-        Command::Cancel { config, request_id } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            telemetry::init_cli();
-            cancel(settings, &request_id).await
-        }
+        Command::Check { .. } => check(settings).await,
+        Command::Cancel { request_id, .. } => cancel(settings, &request_id).await,
         Command::Status {
-            config,
             request_id,
             all,
             json,
             url,
-        } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            telemetry::init_cli();
-            status(settings, &request_id, all, json, url).await
-        }
+            ..
+        } => status(settings, &request_id, all, json, url).await,
     }
 }
 

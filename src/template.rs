@@ -229,6 +229,12 @@ pub fn string_literal(value: &str) -> Result<String, String> {
     if value.contains('\0') {
         return Err("contains a NUL character".into());
     }
+    Ok(escape_literal(value))
+}
+
+/// `'value'` with `'` and `\` doubled: read back as exactly `value` by Redshift's lexer, which
+/// treats a backslash in a literal as an escape character.
+pub fn escape_literal(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
     for ch in value.chars() {
@@ -239,7 +245,7 @@ pub fn string_literal(value: &str) -> Result<String, String> {
         }
     }
     out.push('\'');
-    Ok(out)
+    out
 }
 
 /// The text of a value given as a JSON string, or a JSON number / boolean where the type

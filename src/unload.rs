@@ -16,19 +16,9 @@ pub fn attempt_prefix(upload_prefix: &str, request_id: &RequestId, attempt: u32)
 
 /// Quotes text for the UNLOAD literal: Redshift decodes `''` and backslash escapes there
 /// before it parses the SELECT, so both are doubled (again, on top of the SELECT's own
-/// literals).
+/// literals) — the same rule as any string literal.
 pub fn unload_literal(select: &str) -> String {
-    let mut out = String::with_capacity(select.len() + 16);
-    out.push('\'');
-    for ch in select.chars() {
-        match ch {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            _ => out.push(ch),
-        }
-    }
-    out.push('\'');
-    out
+    crate::template::escape_literal(select)
 }
 
 /// The whole UNLOAD statement.

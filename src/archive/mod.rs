@@ -239,24 +239,8 @@ impl Archiver {
             }
             for entry in entries {
                 let part = self.part_key(&entry.url)?;
-                let mut gunzip = Gunzip::default();
-                let mut body = self.get(part).await?;
-                while let Some(chunk) = body
-                    .try_next()
-                    .await
-                    .map_err(|e| stream_error("GetObject", e))?
-                {
-                    gunzip
-                        .feed(&chunk, |plain| rec.write(plain))
-                        .map_err(|e| corrupt(part, e))?;
-                    rec.drain_into(&mut scratch);
-                    zip.write(&scratch, &mut out);
-                    scratch.clear();
-                    sink.write(&mut out).await?;
-                }
-                gunzip
-                    .finish(|plain| rec.write(plain))
-                    .map_err(|e| corrupt(part, e))?;
+                self.inflate_part(part, &mut rec, &mut zip, &mut out, sink)
+                    .await?;
             }
             let (crc, csize, usize) = rec.finish_into(&mut scratch).map_err(archive_io)?;
             zip.write(&scratch, &mut out);
@@ -330,6 +314,7 @@ impl Archiver {
         pass.finish().map_err(|e| corrupt(part, e).into())
     }
 
+    /// One part as an entry of its own, inflated and compressed again.
     async fn recompress(
         &self,
         part: &str,
@@ -338,6 +323,23 @@ impl Archiver {
         sink: &mut MultipartSink,
     ) -> Result<(u32, u64, u64), BuildError> {
         let mut rec = Recompressor::new(self.settings.compression_level);
+        self.inflate_part(part, &mut rec, zip, out, sink).await?;
+        let mut tail = Vec::new();
+        let sizes = rec.finish_into(&mut tail).map_err(archive_io)?;
+        zip.write(&tail, out);
+        Ok(sizes)
+    }
+
+    /// Streams one gzip part (any number of members) into `rec`, passing the compressed
+    /// output on to the zip and the sink as it comes.
+    async fn inflate_part(
+        &self,
+        part: &str,
+        rec: &mut Recompressor,
+        zip: &mut ZipWriter,
+        out: &mut Vec<u8>,
+        sink: &mut MultipartSink,
+    ) -> Result<(), JobError> {
         let mut gunzip = Gunzip::default();
         let mut compressed = Vec::new();
         let mut body = self.get(part).await?;
@@ -357,9 +359,7 @@ impl Archiver {
         gunzip
             .finish(|plain| rec.write(plain))
             .map_err(|e| corrupt(part, e))?;
-        let sizes = rec.finish_into(&mut compressed).map_err(archive_io)?;
-        zip.write(&compressed, out);
-        Ok(sizes)
+        Ok(())
     }
 
     /// Deletes everything an attempt unloaded (best effort; the bucket's lifecycle rules are
