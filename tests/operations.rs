@@ -250,3 +250,48 @@ async fn check_passes_against_the_stack_and_names_what_is_missing() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_and_statement_and_no_links_or_addresses() {
+    let (daemon, log) = Daemon::start_logged(&[("EXPORT_WORKER__LOGGING__FORMAT", "json")]).await;
+    let recipient = "logs-check@example.org";
+    let rid = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({"notify": {"email": [recipient]}}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 60).await;
+    assert_eq!(state["status"], "COMPLETED");
+    let link = link_in(smtp_mail(&rid).await["text"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let job_lines: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "job")
+        .collect();
+    assert!(job_lines.len() >= 4, "{text}");
+    for line in &job_lines {
+        assert_eq!(line["span"]["request_id"], rid.as_str(), "{line}");
+    }
+    let after_submit = job_lines
+        .iter()
+        .skip_while(|l| l["message"] != "statement submitted");
+    for line in after_submit {
+        assert_eq!(
+            line["span"]["statement_id"],
+            state["statement_id"].as_str(),
+            "{line}"
+        );
+    }
+    assert!(!text.contains(recipient), "no email address in the log");
+    assert!(
+        !text.contains("X-Amz-Signature") && !text.contains(&link),
+        "no presigned link in the log"
+    );
+}

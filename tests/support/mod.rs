@@ -55,15 +55,52 @@ impl Daemon {
             .unwrap()
             .queue_url
             .unwrap();
-        Self::start_on(queue_url, dlq_url, overrides)
+        Self::start_on(queue_url, dlq_url, overrides, None)
+    }
+
+    /// Like [`Daemon::start`], with the daemon's log (stderr) written to the returned file.
+    pub async fn start_logged(overrides: &[(&str, &str)]) -> (Daemon, PathBuf) {
+        let sqs = sqs();
+        let name = testkit::unique("e2e");
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let log = std::env::temp_dir().join(format!("{name}.log"));
+        (
+            Self::start_on(queue_url, dlq_url, overrides, Some(&log)),
+            log,
+        )
     }
 
     /// Starts another daemon on the same queues as `self`.
     pub fn another(&self, overrides: &[(&str, &str)]) -> Daemon {
-        Self::start_on(self.queue_url.clone(), self.dlq_url.clone(), overrides)
+        Self::start_on(
+            self.queue_url.clone(),
+            self.dlq_url.clone(),
+            overrides,
+            None,
+        )
     }
 
-    fn start_on(queue_url: String, dlq_url: String, overrides: &[(&str, &str)]) -> Daemon {
+    fn start_on(
+        queue_url: String,
+        dlq_url: String,
+        overrides: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redshift-export-worker"));
         cmd.args(["run", "--config"])
             .arg(root().join("config/local.toml"))
@@ -89,7 +126,10 @@ impl Daemon {
             // Tests run side by side: each admin listener takes a free port.
             .env("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            })
             .kill_on_drop(true);
         for (k, v) in overrides {
             cmd.env(k, v);
