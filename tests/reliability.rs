@@ -359,3 +359,52 @@ async fn three_slots_run_three_statements_at_once_and_finish_about_three_times_s
         "3 slots were only {ratio:.1}× faster than 1 ({elapsed:?})"
     );
 }
+
+#[tokio::test]
+async fn failures_injected_in_front_of_moto_are_ridden_out() {
+    // SQS, S3, DynamoDB and SES all go through the proxy, which fails one request in five.
+    let proxy = testkit::FaultProxy::start(&var("AWS_ENDPOINT_URL"), 0.2).await;
+    let endpoints = [
+        ("EXPORT_WORKER__AWS__ENDPOINTS__SQS", proxy.url.as_str()),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", proxy.url.as_str()),
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__DYNAMODB",
+            proxy.url.as_str(),
+        ),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__SESV2", proxy.url.as_str()),
+        ("EXPORT_WORKER__EMAIL__TRANSPORT", "ses"),
+    ];
+    let daemon = Daemon::start(&endpoints).await;
+    let mut rids = Vec::new();
+    for (first, last) in [(1, 500), (501, 1500), (1501, 1600)] {
+        rids.push(
+            daemon
+                .request(
+                    "orders_between",
+                    json!({"first": first, "last": last}),
+                    json!({}),
+                )
+                .await,
+        );
+    }
+    for (rid, rows) in rids.iter().zip(["500", "1000", "100"]) {
+        let state = wait_terminal(rid, 180).await;
+        assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
+        assert_eq!(state["rows"], rows);
+        let (path, _) = download_archive(&state["archive_key"]).await;
+        assert_eq!(
+            csv_records(&read_zip(&path)[0].1).len(),
+            rows.parse::<usize>().unwrap() + 1
+        );
+        assert_eq!(
+            unload_sql(rid).await.len(),
+            1,
+            "one UNLOAD despite the retries"
+        );
+    }
+    assert!(
+        proxy.injected() >= 5,
+        "the proxy injected {} failures",
+        proxy.injected()
+    );
+}

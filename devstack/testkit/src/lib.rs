@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+mod fault_proxy;
+pub use fault_proxy::FaultProxy;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
