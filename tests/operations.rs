@@ -75,35 +75,42 @@ async fn metrics_pass_promtool_and_count_the_work() {
 }
 
 #[tokio::test]
-async fn sigterm_releases_the_message_and_another_worker_finishes_without_a_second_unload() {
+async fn sigterm_releases_every_message_and_another_worker_finishes_them_without_a_second_unload() {
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
-    let port = free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let overrides = [
         (
             "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
             emulator.url.as_str(),
         ),
         ("EXPORT_WORKER__WORKER__SHUTDOWN_GRACE_SECS", "2"),
+        ("EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS", "3"),
         ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "600"),
         ("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str()),
     ];
     let mut first = Daemon::start(&overrides).await;
-    let rid = first
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
-    let querying = wait_status(&rid, "QUERYING", 60).await;
+    let mut rids = Vec::new();
+    for sku in ["FLOWER12", "FLOWER13", "FLOWER14"] {
+        rids.push(
+            first
+                .request("product_detail_by_sku", json!({"sku": sku}), json!({}))
+                .await,
+        );
+    }
+    let mut statements = Vec::new();
+    for rid in &rids {
+        statements.push(wait_status(rid, "QUERYING", 60).await["statement_id"].clone());
+    }
     let base = format!("http://{listen}");
     assert_eq!(
         testkit::http("GET", &format!("{base}/readyz"), "").await.0,
         200
     );
     let (_, jobs) = testkit::http("GET", &format!("{base}/jobs"), "").await;
-    assert!(jobs.contains(&rid) && jobs.contains("querying"), "{jobs}");
+    for rid in &rids {
+        assert!(jobs.contains(rid.as_str()), "{jobs}");
+    }
+    assert!(jobs.contains("querying"), "{jobs}");
 
     let signalled = Instant::now();
     first.signal("TERM");
@@ -116,37 +123,39 @@ async fn sigterm_releases_the_message_and_another_worker_finishes_without_a_seco
     let status = first.wait_exit(2 + 5).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(signalled.elapsed() < Duration::from_secs(7));
-    assert_eq!(
-        state(&rid).await.unwrap()["status"],
-        "QUERYING",
-        "the statement was left running"
-    );
+    for rid in &rids {
+        assert_eq!(
+            state(rid).await.unwrap()["status"],
+            "QUERYING",
+            "the statement was left running"
+        );
+    }
 
-    // The message is visible again at once (not after the 600 s visibility timeout), and the
-    // next worker re-attaches to the same statement.
+    // The messages are visible again at once (not after the 600 s visibility timeout), and the
+    // next worker re-attaches to the same statements.
     emulator.set_faults("{}").await;
-    let other_overrides = [
+    let _second = first.another(&[
         (
             "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
             emulator.url.as_str(),
         ),
-        ("EXPORT_WORKER__ADMIN__LISTEN", ""),
-    ];
-    let _second = first.another(&other_overrides);
-    let done = wait_terminal(&rid, 30).await;
-    assert_eq!(done["status"], "COMPLETED", "{done:?}");
-    assert_eq!(
-        done["statement_id"], querying["statement_id"],
-        "re-attached, not re-run"
-    );
-    let unloads = emulator.sql_log(&querying["statement_id"]).await;
-    assert_eq!(unloads.len(), 1);
-    let (_, log) = testkit::http("GET", &format!("{}/__admin/sql-log", emulator.url), "").await;
-    assert_eq!(
-        log.matches(&format!("/{rid}/")).count(),
-        1,
-        "exactly one UNLOAD for the request"
-    );
+        ("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0"),
+    ]);
+    let (_, log) = {
+        for (rid, statement) in rids.iter().zip(&statements) {
+            let done = wait_terminal(rid, 30).await;
+            assert_eq!(done["status"], "COMPLETED", "{done:?}");
+            assert_eq!(&done["statement_id"], statement, "re-attached, not re-run");
+        }
+        testkit::http("GET", &format!("{}/__admin/sql-log", emulator.url), "").await
+    };
+    for rid in &rids {
+        assert_eq!(
+            log.matches(&format!("/{rid}/")).count(),
+            1,
+            "exactly one UNLOAD for {rid}"
+        );
+    }
 }
 
 #[tokio::test]

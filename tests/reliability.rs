@@ -191,7 +191,8 @@ async fn permanent_failures_fail_at_once_and_exhausted_retries_fail_with_their_c
 
 #[tokio::test]
 async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_work_goes_on() {
-    let daemon = Daemon::start(&[]).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let daemon = Daemon::start(&[("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str())]).await;
     let compat = redshift_export_worker::config::Settings::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/local.toml"
@@ -312,6 +313,30 @@ async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_wo
         wait_terminal(&valid, 60).await["status"],
         "COMPLETED",
         "valid work carried on"
+    );
+    // …and the metrics count them.
+    let (_, metrics) = testkit::http("GET", &format!("http://{listen}/metrics"), "").await;
+    let sum = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    };
+    assert_eq!(
+        sum("redshift_export_messages_dead_lettered_total{"),
+        dead_lettered as u64,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("redshift_export_jobs_total{error_code=\"\",outcome=\"completed\"}"),
+        1
+    );
+    assert!(sum("redshift_export_jobs_total{") > failed as u64);
+    assert_eq!(
+        sum("redshift_export_messages_received_total"),
+        expectations.len() as u64 + 1
     );
 }
 
