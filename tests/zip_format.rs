@@ -1,0 +1,127 @@
+//! The hand-written ZIP records where ZIP64 is required: more than 65,535 entries (checked by
+//! `unzip -t` and Python's zipfile reading a real archive) and sizes of 4 GiB and more (checked
+//! record by record, since such an archive is too large to build in a test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use redshift_export_worker::archive::zip::ZipWriter;
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+#[test]
+fn more_than_65535_entries_use_zip64_end_records_that_readers_accept() {
+    let mut zip = ZipWriter::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut out = Vec::new();
+    let count = 70_000u32;
+    for i in 0..count {
+        let data = format!("{i}\n");
+        let compressed = deflate(data.as_bytes());
+        zip.start_entry(&format!("part_{i:05}.csv"), &mut out);
+        zip.write(&compressed, &mut out);
+        zip.finish_entry(
+            crc32fast::hash(data.as_bytes()),
+            compressed.len() as u64,
+            data.len() as u64,
+            &mut out,
+        );
+    }
+    zip.finish(&mut out);
+    // End of central directory: counts saturated, ZIP64 locator just before it.
+    let eocd = out.len() - 22;
+    assert_eq!(u32_at(&out, eocd), 0x0605_4b50);
+    assert_eq!(u16_at(&out, eocd + 10), 0xFFFF);
+    assert_eq!(u32_at(&out, eocd - 20), 0x0706_4b50, "ZIP64 locator");
+    let zip64_end = u64_at(&out, eocd - 20 + 8) as usize;
+    assert_eq!(u32_at(&out, zip64_end), 0x0606_4b50, "ZIP64 end record");
+    assert_eq!(u64_at(&out, zip64_end + 32), u64::from(count));
+
+    let path = std::env::temp_dir().join(format!("zip64-{}.zip", std::process::id()));
+    std::fs::write(&path, &out).unwrap();
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "unzip -t: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+    let python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+             names = z.namelist(); print(len(names), z.read(names[-1]).decode().strip())",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        python.status.success(),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout).trim(),
+        format!("{count} {}", count - 1)
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn sizes_of_4_gib_and_more_go_to_the_zip64_extra_field() {
+    let mut zip = ZipWriter::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let mut out = Vec::new();
+    zip.start_entry("big.csv", &mut out);
+    // The data is not written: only the records are under test.
+    let (compressed, uncompressed) = (5u64 << 30, 9u64 << 30);
+    zip.finish_entry(0x1234_5678, compressed, uncompressed, &mut out);
+    let descriptor = out.len() - 24;
+    assert_eq!(u32_at(&out, descriptor), 0x0807_4b50);
+    assert_eq!(
+        (u64_at(&out, descriptor + 8), u64_at(&out, descriptor + 16)),
+        (compressed, uncompressed),
+        "8-byte sizes"
+    );
+    let cd = out.len();
+    zip.finish(&mut out);
+    assert_eq!(u32_at(&out, cd), 0x0201_4b50);
+    assert_eq!(
+        (u32_at(&out, cd + 20), u32_at(&out, cd + 24)),
+        (u32::MAX, u32::MAX),
+        "sizes escaped"
+    );
+    let name_len = u16_at(&out, cd + 28) as usize;
+    let extra = cd + 46 + name_len;
+    assert_eq!(u16_at(&out, extra), 0x0001, "ZIP64 extra field");
+    assert_eq!(
+        u16_at(&out, extra + 2),
+        16,
+        "uncompressed and compressed size only"
+    );
+    assert_eq!(
+        (u64_at(&out, extra + 4), u64_at(&out, extra + 12)),
+        (uncompressed, compressed)
+    );
+    // The local header always announces ZIP64 (version 4.5, sizes escaped, both in the extra).
+    assert_eq!(u32_at(&out, 0), 0x0403_4b50);
+    assert_eq!(u16_at(&out, 4), 45);
+    assert_eq!((u32_at(&out, 18), u32_at(&out, 22)), (u32::MAX, u32::MAX));
+}
