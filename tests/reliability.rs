@@ -263,13 +263,13 @@ async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_wo
     for (body, _, parsed) in &expectations {
         match parsed {
             Ok(request) => {
-                let state = wait_terminal(request.request_id.as_str(), 60).await;
+                let state = wait_terminal(request.request_id.as_str(), 180).await;
                 assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
                 assert!(!state["error_code"].is_empty());
                 failed += 1;
             }
             Err(e) if e.request_id.is_some() => {
-                let state = wait_terminal(e.request_id.as_ref().unwrap().as_str(), 60).await;
+                let state = wait_terminal(e.request_id.as_ref().unwrap().as_str(), 180).await;
                 assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
                 assert_eq!(state["error_code"], e.code, "{body:.120}");
                 failed += 1;
@@ -310,7 +310,7 @@ async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_wo
         "{dead_lettered} dead-lettered, {failed} failed"
     );
     assert_eq!(
-        wait_terminal(&valid, 60).await["status"],
+        wait_terminal(&valid, 180).await["status"],
         "COMPLETED",
         "valid work carried on"
     );

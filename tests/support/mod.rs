@@ -27,6 +27,26 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A queue and its dead-letter queue of their own: (name, queue URL, dead-letter URL).
+async fn new_queues() -> (String, String, String) {
+    let sqs = sqs();
+    let name = testkit::unique("e2e");
+    let mut urls = Vec::new();
+    for queue in [name.clone(), format!("{name}-dlq")] {
+        urls.push(
+            sqs.create_queue()
+                .queue_name(queue)
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap(),
+        );
+    }
+    let dlq = urls.pop().unwrap();
+    (name, urls.pop().unwrap(), dlq)
+}
+
 /// A daemon process with a queue of its own, killed when dropped.
 pub struct Daemon {
     child: Child,
@@ -37,47 +57,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `run --config config/local.toml` with extra `EXPORT_WORKER__…` overrides.
     pub async fn start(overrides: &[(&str, &str)]) -> Daemon {
-        let sqs = sqs();
-        let name = testkit::unique("e2e");
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let (_, queue_url, dlq_url) = new_queues().await;
         Self::start_on(queue_url, dlq_url, overrides, None)
     }
 
     /// Like [`Daemon::start`], with the daemon's log (stderr) written to the returned file.
     pub async fn start_logged(overrides: &[(&str, &str)]) -> (Daemon, PathBuf) {
-        let sqs = sqs();
-        let name = testkit::unique("e2e");
-        let dlq_url = sqs
-            .create_queue()
-            .queue_name(format!("{name}-dlq"))
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let (name, queue_url, dlq_url) = new_queues().await;
         let log = std::env::temp_dir().join(format!("{name}.log"));
         (
             Self::start_on(queue_url, dlq_url, overrides, Some(&log)),
