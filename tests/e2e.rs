@@ -143,9 +143,7 @@ async fn multi_part_export_single_and_parts_layouts() {
 #[tokio::test]
 async fn zero_rows_and_json_exports() {
     let daemon = Daemon::start(&[]).await;
-    let empty = daemon
-        .request("product_detail_by_sku", json!({"sku": "NOPE"}), json!({}))
-        .await;
+    let empty = daemon.request_sku("NOPE").await;
     let json_rid = daemon
         .request(
             "order_notes",
@@ -362,13 +360,7 @@ async fn injection_attempts_reach_the_database_as_one_exact_literal() {
 #[tokio::test]
 async fn status_command_shows_the_history_in_order() {
     let daemon = Daemon::start(&[]).await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER14"}),
-            json!({}),
-        )
-        .await;
+    let rid = daemon.request_sku("FLOWER14").await;
     assert_eq!(wait_terminal(&rid, 60).await["status"], "COMPLETED");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_redshift-export-worker"))
         .args(["status", "--config"])
@@ -460,33 +452,17 @@ async fn unusable_messages_are_dead_lettered_with_the_reason() {
 async fn a_query_past_its_timeout_is_cancelled_and_fails() {
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
     let daemon = Daemon::start(&[
-        (
-            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-            emulator.url.as_str(),
-        ),
+        redshift_at(&emulator),
         ("EXPORT_WORKER__REDSHIFT__QUERY_TIMEOUT_SECS", "2"),
     ])
     .await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let rid = daemon.request_sku("FLOWER12").await;
     let state = wait_terminal(&rid, 60).await;
     assert_eq!(state["status"], "FAILED", "{state:?}");
     assert_eq!(state["error_code"], "query_timeout");
-    let described = emulator
-        .client()
-        .describe_statement()
-        .id(&state["statement_id"])
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        described.status(),
-        Some(&aws_sdk_redshiftdata::types::StatusString::Aborted),
+        emulator.statement_status(&state["statement_id"]).await,
+        Some(aws_sdk_redshiftdata::types::StatusString::Aborted),
         "the statement was cancelled"
     );
 }
@@ -494,18 +470,8 @@ async fn a_query_past_its_timeout_is_cancelled_and_fails() {
 #[tokio::test]
 async fn zero_rows_without_a_manifest_give_an_empty_csv() {
     let emulator = private_emulator(&["--zero-row-manifest", "omit"]).await;
-    let daemon = Daemon::start(&[(
-        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-        emulator.url.as_str(),
-    )])
-    .await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "NOTHING"}),
-            json!({}),
-        )
-        .await;
+    let daemon = Daemon::start(&[redshift_at(&emulator)]).await;
+    let rid = daemon.request_sku("NOTHING").await;
     let state = wait_terminal(&rid, 60).await;
     assert_eq!(state["status"], "COMPLETED", "{state:?}");
     assert_eq!(state["rows"], "0");

@@ -15,13 +15,7 @@ async fn metrics_pass_promtool_and_count_the_work() {
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let daemon = Daemon::start(&[("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str())]).await;
-    let ok = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let ok = daemon.request_sku("FLOWER12").await;
     let bad = daemon
         .request("no_such_template", json!({}), json!({}))
         .await;
@@ -79,10 +73,7 @@ async fn sigterm_releases_every_message_and_another_worker_finishes_them_without
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let overrides = [
-        (
-            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-            emulator.url.as_str(),
-        ),
+        redshift_at(&emulator),
         ("EXPORT_WORKER__WORKER__SHUTDOWN_GRACE_SECS", "2"),
         ("EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS", "3"),
         ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "600"),
@@ -91,11 +82,7 @@ async fn sigterm_releases_every_message_and_another_worker_finishes_them_without
     let mut first = Daemon::start(&overrides).await;
     let mut rids = Vec::new();
     for sku in ["FLOWER12", "FLOWER13", "FLOWER14"] {
-        rids.push(
-            first
-                .request("product_detail_by_sku", json!({"sku": sku}), json!({}))
-                .await,
-        );
+        rids.push(first.request_sku(sku).await);
     }
     let mut statements = Vec::new();
     for rid in &rids {
@@ -135,10 +122,7 @@ async fn sigterm_releases_every_message_and_another_worker_finishes_them_without
     // next worker re-attaches to the same statements.
     emulator.set_faults("{}").await;
     let _second = first.another(&[
-        (
-            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-            emulator.url.as_str(),
-        ),
+        redshift_at(&emulator),
         ("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0"),
     ]);
     let (_, log) = {
@@ -161,18 +145,8 @@ async fn sigterm_releases_every_message_and_another_worker_finishes_them_without
 #[tokio::test]
 async fn cancel_during_querying_aborts_the_statement_and_ends_cancelled() {
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
-    let daemon = Daemon::start(&[(
-        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-        emulator.url.as_str(),
-    )])
-    .await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let daemon = Daemon::start(&[redshift_at(&emulator)]).await;
+    let rid = daemon.request_sku("FLOWER12").await;
     let querying = wait_status(&rid, "QUERYING", 60).await;
     let out = cli(&["cancel", &rid], &[]).await;
     assert!(
@@ -183,16 +157,9 @@ async fn cancel_during_querying_aborts_the_statement_and_ends_cancelled() {
     let done = wait_terminal(&rid, 60).await;
     assert_eq!(done["status"], "CANCELLED", "{done:?}");
     assert_eq!(done["error_code"], "cancelled");
-    let described = emulator
-        .client()
-        .describe_statement()
-        .id(&querying["statement_id"])
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        described.status(),
-        Some(&aws_sdk_redshiftdata::types::StatusString::Aborted)
+        emulator.statement_status(&querying["statement_id"]).await,
+        Some(aws_sdk_redshiftdata::types::StatusString::Aborted),
     );
     assert_eq!(history(&rid).await, ["QUEUED", "QUERYING", "CANCELLED"]);
     let again = cli(&["cancel", &rid], &[]).await;

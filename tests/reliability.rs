@@ -55,20 +55,11 @@ async fn the_same_request_twice_is_exported_once_and_emailed_once() {
 async fn a_worker_killed_while_querying_is_taken_over_without_a_second_unload() {
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
     let overrides = [
-        (
-            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-            emulator.url.as_str(),
-        ),
+        redshift_at(&emulator),
         ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "30"),
     ];
     let mut first = Daemon::start(&overrides).await;
-    let rid = first
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let rid = first.request_sku("FLOWER12").await;
     let querying = wait_status(&rid, "QUERYING", 60).await;
     first.signal("KILL");
     first.wait_exit(10).await;
@@ -118,18 +109,10 @@ async fn a_worker_killed_while_archiving_leaves_one_valid_archive_and_one_email(
 async fn injected_throttling_and_server_errors_are_ridden_out() {
     let emulator =
         private_emulator(&["--faults", r#"{"throttle_rate": 0.3, "error_rate": 0.2}"#]).await;
-    let daemon = Daemon::start(&[(
-        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-        emulator.url.as_str(),
-    )])
-    .await;
+    let daemon = Daemon::start(&[redshift_at(&emulator)]).await;
     let mut rids = Vec::new();
     for sku in ["FLOWER12", "FLOWER13", "FLOWER14"] {
-        rids.push(
-            daemon
-                .request("product_detail_by_sku", json!({"sku": sku}), json!({}))
-                .await,
-        );
+        rids.push(daemon.request_sku(sku).await);
     }
     for rid in &rids {
         let state = wait_terminal(rid, 120).await;
@@ -141,18 +124,8 @@ async fn injected_throttling_and_server_errors_are_ridden_out() {
 #[tokio::test]
 async fn permanent_failures_fail_at_once_and_exhausted_retries_fail_with_their_code() {
     let emulator = private_emulator(&["--faults", r#"{"fail_statements": 1, "fail_message": "ERROR: permission denied for relation product_detail"}"#]).await;
-    let daemon = Daemon::start(&[(
-        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-        emulator.url.as_str(),
-    )])
-    .await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let daemon = Daemon::start(&[redshift_at(&emulator)]).await;
+    let rid = daemon.request_sku("FLOWER12").await;
     let state = wait_terminal(&rid, 60).await;
     assert_eq!(
         (state["status"].as_str(), state["error_code"].as_str()),
@@ -166,21 +139,12 @@ async fn permanent_failures_fail_at_once_and_exhausted_retries_fail_with_their_c
     ])
     .await;
     let daemon = Daemon::start(&[
-        (
-            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-            failing.url.as_str(),
-        ),
+        redshift_at(&failing),
         ("EXPORT_WORKER__WORKER__MAX_ATTEMPTS", "2"),
         ("EXPORT_WORKER__WORKER__STAGE_RETRIES", "0"),
     ])
     .await;
-    let rid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER12"}),
-            json!({}),
-        )
-        .await;
+    let rid = daemon.request_sku("FLOWER12").await;
     let state = wait_terminal(&rid, 120).await;
     assert_eq!(
         (state["status"].as_str(), state["error_code"].as_str()),
@@ -250,13 +214,7 @@ async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_wo
         );
         expectations.push((body, message_id, parsed));
     }
-    let valid = daemon
-        .request(
-            "product_detail_by_sku",
-            json!({"sku": "FLOWER14"}),
-            json!({}),
-        )
-        .await;
+    let valid = daemon.request_sku("FLOWER14").await;
 
     let mut dead_lettered = 0;
     let mut failed = 0;
@@ -346,25 +304,14 @@ async fn three_slots_run_three_statements_at_once_and_finish_about_three_times_s
     for slots in ["1", "3"] {
         let emulator = private_emulator(&["--step-delay-ms", "600"]).await;
         let daemon = Daemon::start(&[
-            (
-                "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
-                emulator.url.as_str(),
-            ),
+            redshift_at(&emulator),
             ("EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS", slots),
         ])
         .await;
         let started = Instant::now();
         let mut rids = Vec::new();
         for _ in 0..6 {
-            rids.push(
-                daemon
-                    .request(
-                        "product_detail_by_sku",
-                        json!({"sku": "FLOWER12"}),
-                        json!({}),
-                    )
-                    .await,
-            );
+            rids.push(daemon.request_sku("FLOWER12").await);
         }
         for rid in &rids {
             assert_eq!(wait_terminal(rid, 120).await["status"], "COMPLETED");

@@ -231,18 +231,9 @@ impl StateStore {
             "request received",
             now,
         );
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().put(event).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => {}
-            Err(e) => return Err(AwsError::from_sdk("dynamodb", "TransactWriteItems", e).into()),
-        }
+        // A failed condition means the request exists already: it is loaded below.
+        self.write_with_event(TransactWriteItem::builder().put(put).build(), event)
+            .await?;
         self.load(request_id.as_str()).await?.ok_or_else(|| {
             JobError::Conflict("state item vanished right after it was written".into())
         })
@@ -336,24 +327,16 @@ impl StateStore {
             detail,
             now,
         );
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(event).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => {
-                return Err(JobError::Conflict(format!(
-                    "{} moved on from {} (version {})",
-                    current.request_id,
-                    current.status.as_str(),
-                    current.version
-                )));
-            }
-            Err(e) => return Err(AwsError::from_sdk("dynamodb", "TransactWriteItems", e).into()),
+        let written = self
+            .write_with_event(TransactWriteItem::builder().update(update).build(), event)
+            .await?;
+        if !written {
+            return Err(JobError::Conflict(format!(
+                "{} moved on from {} (version {})",
+                current.request_id,
+                current.status.as_str(),
+                current.version
+            )));
         }
         let mut next = current.clone();
         next.status = to;
@@ -369,6 +352,27 @@ impl StateStore {
         next.error_code = c.error_code.clone().or(next.error_code);
         next.error_message = c.error_message.clone().or(next.error_message);
         Ok(next)
+    }
+
+    /// Writes the state item and its history event in one transaction. Returns false when a
+    /// condition failed (the state item was not as expected), in which case nothing was written.
+    async fn write_with_event(
+        &self,
+        state: TransactWriteItem,
+        event: Put,
+    ) -> Result<bool, JobError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(state)
+            .transact_items(TransactWriteItem::builder().put(event).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(AwsError::from_sdk("dynamodb", "TransactWriteItems", e).into()),
+        }
     }
 
     /// The current state item (strongly consistent read).

@@ -253,15 +253,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(ty: ParamType) -> ParamSpec {
-        ParamSpec {
-            ty,
-            pattern: None,
-            max_length: None,
-            min: None,
-            max: None,
-            values: vec![],
-            default: None,
-        }
+        ParamSpec::of(ty)
     }
 
     #[test]

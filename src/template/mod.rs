@@ -62,6 +62,22 @@ pub struct ParamSpec {
     pub default: Option<Value>,
 }
 
+#[cfg(test)]
+impl ParamSpec {
+    /// A parameter of type `ty` without constraints, for tests.
+    pub(crate) fn of(ty: ParamType) -> ParamSpec {
+        ParamSpec {
+            ty,
+            pattern: None,
+            max_length: None,
+            min: None,
+            max: None,
+            values: vec![],
+            default: None,
+        }
+    }
+}
+
 /// Why parameter values are rejected. `code` is stable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -232,15 +248,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(ty: ParamType) -> ParamSpec {
-        ParamSpec {
-            ty,
-            pattern: None,
-            max_length: None,
-            min: None,
-            max: None,
-            values: vec![],
-            default: None,
-        }
+        ParamSpec::of(ty)
     }
 
     fn template(sql: &str, params: &[(&str, ParamSpec)]) -> TemplateSpec {

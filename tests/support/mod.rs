@@ -71,6 +71,16 @@ impl Daemon {
         )
     }
 
+    /// Asks for the sample template's export of one SKU; returns the request id.
+    pub async fn request_sku(&self, sku: &str) -> String {
+        self.request(
+            "product_detail_by_sku",
+            serde_json::json!({ "sku": sku }),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
     /// Starts another daemon on the same queues as `self`.
     pub fn another(&self, overrides: &[(&str, &str)]) -> Daemon {
         Self::start_on(
@@ -227,6 +237,14 @@ pub async fn wait_status(rid: &str, status: &str, secs: u64) -> HashMap<String, 
         "request {rid} did not reach {status} within {secs} s; state: {:?}",
         state(rid).await
     );
+}
+
+/// The override that points a daemon at `emulator` for the Redshift Data API.
+pub fn redshift_at(emulator: &testkit::Emulator) -> (&'static str, &str) {
+    (
+        "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+        emulator.url.as_str(),
+    )
 }
 
 /// A private emulator, for tests that inject faults or change its behaviour.

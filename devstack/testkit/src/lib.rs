@@ -179,6 +179,18 @@ impl Emulator {
             .collect()
     }
 
+    /// The status of statement `id` as this emulator reports it.
+    pub async fn statement_status(&self, id: &str) -> Option<StatusString> {
+        let out = self
+            .client()
+            .describe_statement()
+            .id(id)
+            .send()
+            .await
+            .unwrap();
+        out.status().cloned()
+    }
+
     /// Runs `sql` on the devstack cluster and waits for a terminal state.
     pub async fn run(&self, sql: &str) -> DescribeStatementOutput {
         let client = self.client();
