@@ -41,6 +41,10 @@ pub async fn run(svc: &Services) -> Vec<Probe> {
             Ok("not configured: unusable messages stay for the queue's redrive".into()),
         ),
     }
+    push(
+        "attempts and the queue's redrive".into(),
+        attempts_below_redrive(svc).await,
+    );
     push(format!("table {}", s.state.table), table(svc).await);
     push(
         format!("upload bucket {}", s.upload.bucket),
@@ -78,6 +82,62 @@ async fn queue(svc: &Services, url: &str, key: &str) -> Result<String, String> {
             format!("reachable ({arn})")
         })
         .map_err(|e| format!("{e} — check {key} and the sqs:GetQueueAttributes permission"))
+}
+
+/// The queue's redrive `maxReceiveCount`, or None when the queue has no redrive policy.
+pub async fn max_receive_count(svc: &Services) -> Result<Option<u32>, String> {
+    let out = svc
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&svc.settings.queue.url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .aws("sqs", "GetQueueAttributes")
+        .map_err(|e| format!("{e} — check queue.url and the sqs:GetQueueAttributes permission"))?;
+    let Some(policy) = out.attributes.and_then(|a| {
+        a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+            .cloned()
+    }) else {
+        return Ok(None);
+    };
+    parse_max_receive_count(&policy).map(Some)
+}
+
+/// `maxReceiveCount` from a RedrivePolicy document (SQS gives it as a number or a string).
+fn parse_max_receive_count(policy: &str) -> Result<u32, String> {
+    let v: serde_json::Value = serde_json::from_str(policy)
+        .map_err(|e| format!("the queue's RedrivePolicy is not JSON: {e}"))?;
+    let count = &v["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| "the queue's RedrivePolicy has no maxReceiveCount".into())
+}
+
+/// The worker must see the delivery on which it fails a request itself (`attempts_exhausted`):
+/// if SQS moved the message to the dead-letter queue first, the request would stay open.
+pub fn attempts_fit(max_attempts: u32, max_receive_count: Option<u32>) -> Result<String, String> {
+    match max_receive_count {
+        None => Ok(format!(
+            "the queue has no redrive policy; the worker ends requests after {max_attempts} deliveries"
+        )),
+        Some(limit) if max_attempts < limit => Ok(format!(
+            "worker.max_attempts {max_attempts} is below the queue's maxReceiveCount {limit}"
+        )),
+        Some(limit) => Err(format!(
+            "worker.max_attempts is {max_attempts} but the queue's redrive maxReceiveCount is {limit}: SQS would dead-letter the message before the worker records attempts_exhausted, leaving the request open; set worker.max_attempts below {limit} or raise maxReceiveCount above {max_attempts}"
+        )),
+    }
+}
+
+async fn attempts_below_redrive(svc: &Services) -> Result<String, String> {
+    attempts_fit(
+        svc.settings.worker.max_attempts,
+        max_receive_count(svc).await?,
+    )
 }
 
 async fn table(svc: &Services) -> Result<String, String> {
@@ -189,5 +249,35 @@ async fn redshift(svc: &Services) -> Result<String, String> {
             svc.redshift.cancel(&id).await;
             Err("SELECT 1 did not finish within 60 s".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_attempts_must_be_below_the_redrive_limit() {
+        assert!(attempts_fit(4, Some(5)).is_ok());
+        assert!(attempts_fit(5, None).is_ok());
+        let e = attempts_fit(5, Some(5)).unwrap_err();
+        assert!(
+            e.contains("is 5") && e.contains("maxReceiveCount is 5"),
+            "{e}"
+        );
+        assert!(attempts_fit(9, Some(5)).is_err());
+    }
+
+    #[test]
+    fn redrive_policies_give_their_limit_as_number_or_string() {
+        let arn = "arn:aws:sqs:us-east-1:123456789012:dlq";
+        for policy in [
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"7"}}"#),
+            format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":7}}"#),
+        ] {
+            assert_eq!(parse_max_receive_count(&policy), Ok(7));
+        }
+        assert!(parse_max_receive_count("{}").is_err());
+        assert!(parse_max_receive_count("nope").is_err());
     }
 }

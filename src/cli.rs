@@ -199,6 +199,20 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // The worker must be the one to end a request after its last attempt (see `check`).
+    match crate::check::max_receive_count(&svc).await {
+        Ok(limit) => {
+            if let Err(problem) =
+                crate::check::attempts_fit(svc.settings.worker.max_attempts, limit)
+            {
+                tracing::error!(problem, "cannot start");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the queue's redrive policy could not be read; /readyz reports the queue")
+        }
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some(listen) = svc.settings.admin.address()
         && let Err(e) = crate::admin::serve(

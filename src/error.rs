@@ -16,8 +16,8 @@ pub enum JobError {
     /// An AWS call failed; the classifier decided whether it is worth retrying.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// Redshift ran the statement and it failed (the database's error text).
-    #[error("the query failed: {0}")]
+    /// Redshift ran the statement and it failed (the database's error text, redacted).
+    #[error("the query failed: {}", redact(.0))]
     QueryFailed(String),
     /// The statement ended ABORTED without this worker asking for it.
     #[error("the query was aborted in Redshift")]
@@ -27,8 +27,8 @@ pub enum JobError {
     /// The unloaded data could not be turned into an archive (bad manifest, corrupt part).
     #[error("the archive could not be built: {0}")]
     Archive(String),
-    /// The email was not accepted.
-    #[error("the email could not be sent: {message}")]
+    /// The email was not accepted (the transport's reply, redacted: it can quote addresses).
+    #[error("the email could not be sent: {}", redact(.message))]
     Email { message: String, transient: bool },
     /// Someone asked for the request to be cancelled.
     #[error("the export was cancelled")]
@@ -36,6 +36,27 @@ pub enum JobError {
     /// Another worker changed the request first; this one must stop without side effects.
     #[error("the request was changed by another worker ({0})")]
     Conflict(String),
+}
+
+/// Longest piece of outside text (a database error, a mail server's reply) kept in a record.
+const MAX_QUOTED_CHARS: usize = 1_000;
+
+/// Text from outside the worker — an SMTP or SES reply, a database or AWS error — made safe
+/// to log, store and print: email addresses become `<address>`, control characters become
+/// spaces (so `status` never prints a terminal escape), and the length is capped.
+pub fn redact(text: &str) -> String {
+    static ADDRESS: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    #[expect(clippy::expect_used, reason = "a constant pattern that compiles")]
+    let address = ADDRESS.get_or_init(|| {
+        regex::Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+")
+            .expect("address pattern")
+    });
+    let text: String = text
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    address.replace_all(&text, "<address>").into_owned()
 }
 
 impl JobError {
@@ -97,5 +118,28 @@ impl From<ParamError> for JobError {
             code: e.code,
             message: e.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_loses_addresses_and_control_characters() {
+        let smtp = "550 5.1.1 <victim.name+tag@mail.example.co.uk>: Recipient address rejected";
+        assert_eq!(
+            redact(smtp),
+            "550 5.1.1 <<address>>: Recipient address rejected"
+        );
+        assert_eq!(redact("bad\u{1b}[2Jvalue\n"), "bad [2Jvalue ");
+        assert_eq!(redact(&"x".repeat(5_000)).len(), MAX_QUOTED_CHARS);
+        let e = JobError::Email {
+            message: "Email address is not verified: a@b.example".into(),
+            transient: false,
+        };
+        assert!(!e.to_string().contains("a@b"), "{e}");
+        let q = JobError::QueryFailed("duplicate key ops@example.com".into());
+        assert!(!q.to_string().contains("ops@"), "{q}");
     }
 }

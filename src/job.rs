@@ -12,13 +12,15 @@ use crate::archive::{Archiver, Plan};
 use crate::aws::Clients;
 use crate::config::Settings;
 use crate::error::JobError;
-use crate::message::{EmailAddress, ExportRequest, MessageError, QuerySource, RequestId};
+use crate::message::{
+    EmailAddress, ExportRequest, Fingerprinted, MessageError, QuerySource, RequestId,
+};
 use crate::metrics::Metrics;
 use crate::notify::Mailer;
 use crate::notify::templates::{FailureContext, ReadyContext, Templates, human_size};
 use crate::redshift::Redshift;
-use crate::state::{Changes, StateItem, StateStore, Status, timestamp};
-use crate::{presign, sqlcheck, unload};
+use crate::state::{Changes, LeaseOwner, StateItem, StateStore, Status, timestamp};
+use crate::{policy, presign, sqlcheck, unload};
 
 /// Everything a job talks to, built once at start-up.
 pub struct Services {
@@ -87,7 +89,7 @@ fn default_worker_id() -> String {
 }
 
 /// What to do with the message afterwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The request became terminal: delete the message.
     Finished(Status),
@@ -97,16 +99,25 @@ pub enum Outcome {
     Retry(Duration),
     /// Another worker owns the request: leave the message alone.
     Yield,
+    /// The message must not be processed (e.g. its request id names another request): move
+    /// it to the dead-letter queue with this code and reason, and touch no request.
+    DeadLetter { code: &'static str, reason: String },
 }
 
 /// A request checked against the configuration, ready to run.
 struct Prepared {
     select: String,
     layout: crate::config::Layout,
+    /// Recipients that passed the allow-list ([`policy::recipients`]).
     recipients: Vec<EmailAddress>,
 }
 
-fn prepare(settings: &Settings, request: &ExportRequest) -> Result<Prepared, JobError> {
+/// Renders the query. Recipients were checked before, by [`policy::recipients`].
+fn prepare(
+    settings: &Settings,
+    request: &ExportRequest,
+    recipients: Vec<EmailAddress>,
+) -> Result<Prepared, JobError> {
     let select = match &request.query {
         QuerySource::Template { name, params } => {
             let template = settings.templates.get(name).ok_or_else(|| {
@@ -124,35 +135,11 @@ fn prepare(settings: &Settings, request: &ExportRequest) -> Result<Prepared, Job
                     "raw SQL is not enabled on this worker",
                 ));
             }
-            sqlcheck::check_select(sql).map_err(|e| JobError::rejected("invalid_sql", e))?;
+            sqlcheck::check_raw(sql, &settings.sql)
+                .map_err(|e| JobError::rejected("invalid_sql", e))?;
             sql.clone()
         }
     };
-    let recipients = if request.recipients.is_empty() {
-        settings
-            .email
-            .default_recipients
-            .iter()
-            .filter_map(|r| EmailAddress::parse(r).ok())
-            .collect()
-    } else {
-        request.recipients.clone()
-    };
-    if recipients.is_empty() {
-        return Err(JobError::rejected(
-            "no_recipients",
-            "the request names no recipients and none are configured",
-        ));
-    }
-    let allowed = &settings.email.allowed_domains;
-    if let Some(r) = recipients.iter().find(|r| {
-        !allowed.is_empty() && !allowed.iter().any(|d| d.eq_ignore_ascii_case(r.domain()))
-    }) {
-        return Err(JobError::rejected(
-            "recipient_not_allowed",
-            format!("recipient domain {} is not allowed", r.domain()),
-        ));
-    }
     Ok(Prepared {
         select,
         layout: request.layout.unwrap_or(settings.archive.layout),
@@ -198,21 +185,42 @@ pub fn lease_duration(settings: &Settings) -> Duration {
     )
 }
 
-/// Processes one delivery of a valid request.
-pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32) -> Outcome {
+/// Processes one delivery of a valid request; `owner` is this job's lease.
+pub async fn process(
+    svc: &Services,
+    request: &ExportRequest,
+    receive_count: u32,
+    owner: &LeaseOwner,
+) -> Outcome {
     let retries = svc.settings.worker.stage_retries;
+    let asked = request.fingerprinted();
     let item = retrying(&svc.metrics, "create state", retries, || {
         svc.state.create_or_load(
             &request.request_id,
             request.query_name(),
             request.requested_by.as_deref(),
+            &asked,
         )
     })
     .await;
     let item = match item {
         Ok(item) => item,
-        Err(e) => return after_error(svc, None, request, &[], e).await,
+        Err(e) => return after_error(svc, None, request, owner, &[], e).await,
     };
+    // Items written before fingerprints were recorded have none; they are taken as they are.
+    if item
+        .fingerprint
+        .as_deref()
+        .is_some_and(|f| f != asked.fingerprint)
+    {
+        return Outcome::DeadLetter {
+            code: "request_id_conflict",
+            reason: format!(
+                "request id {} already names another request; this message asks for something else and was not processed",
+                request.request_id
+            ),
+        };
+    }
     if item.status.is_terminal() {
         tracing::info!(
             status = item.status.as_str(),
@@ -220,10 +228,21 @@ pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32
         );
         return Outcome::Acknowledged(item.status);
     }
-    // A request leased by a live worker elsewhere is left alone.
-    let item = match svc.state.claim(&item, lease_duration(&svc.settings)).await {
+    // A request leased by a live job elsewhere is left alone.
+    let item = retrying(&svc.metrics, "claim", retries, || {
+        svc.state.claim(&item, owner, lease_duration(&svc.settings))
+    })
+    .await;
+    let item = match item {
         Ok(item) => item,
-        Err(e) => return after_error(svc, None, request, &[], e).await,
+        Err(e) => return after_error(svc, None, request, owner, &[], e).await,
+    };
+    // Only recipients that pass the allow-list are ever mailed; when the request's own
+    // recipients are refused, only the configured operators may be told.
+    let recipients = policy::recipients(&svc.settings, request);
+    let mail_to = match &recipients {
+        Ok(allowed) => allowed.clone(),
+        Err(_) => policy::operator_recipients(&svc.settings),
     };
     if receive_count > svc.settings.worker.max_attempts {
         let e = JobError::rejected(
@@ -233,16 +252,16 @@ pub async fn process(svc: &Services, request: &ExportRequest, receive_count: u32
                 svc.settings.worker.max_attempts
             ),
         );
-        return after_error(svc, Some(item), request, &[], e).await;
+        return after_error(svc, Some(item), request, owner, &mail_to, e).await;
     }
-    let prepared = match prepare(&svc.settings, request) {
+    let prepared = match recipients.and_then(|r| prepare(&svc.settings, request, r)) {
         Ok(p) => p,
-        Err(e) => return after_error(svc, Some(item), request, &request.recipients, e).await,
+        Err(e) => return after_error(svc, Some(item), request, owner, &mail_to, e).await,
     };
     let mut current = item.clone();
     match run_stages(svc, request, &prepared, &mut current).await {
         Ok(status) => Outcome::Finished(status),
-        Err(e) => after_error(svc, Some(current), request, &prepared.recipients, e).await,
+        Err(e) => after_error(svc, Some(current), request, owner, &prepared.recipients, e).await,
     }
 }
 
@@ -446,11 +465,13 @@ async fn notify_ready(
     Ok((timestamp(SystemTime::now()), expires_at))
 }
 
-/// Decides what an error means for the request and the message.
+/// Decides what an error means for the request and the message. `recipients` passed the
+/// allow-list (or are the configured operators).
 async fn after_error(
     svc: &Services,
     item: Option<StateItem>,
     request: &ExportRequest,
+    owner: &LeaseOwner,
     recipients: &[EmailAddress],
     e: JobError,
 ) -> Outcome {
@@ -463,7 +484,8 @@ async fn after_error(
             let delay = Duration::from_secs(u64::from(svc.settings.worker.retry_delay_secs));
             tracing::warn!(error = %e, retry_in_secs = delay.as_secs(), "transient failure; the message will be retried");
             // Whoever receives the message next may take the request at once.
-            if let Err(release_error) = svc.state.release(request.request_id.as_str()).await {
+            if let Err(release_error) = svc.state.release(request.request_id.as_str(), owner).await
+            {
                 tracing::debug!(error = %release_error, "the lease was not released");
             }
             return Outcome::Retry(delay);
@@ -502,18 +524,11 @@ pub async fn fail(
         Status::Failed
     };
     tracing::warn!(error_code = e.code(), error = %e, "export failed");
-    let outcome = if to == Status::Cancelled {
-        "cancelled"
-    } else {
-        "failed"
-    };
-    svc.metrics
-        .jobs
-        .with_label_values(&[outcome, e.code()])
-        .inc();
     let changes = Changes {
         error_code: Some(e.code().to_string()),
-        error_message: Some(e.to_string()),
+        // Outside text (field names of a hostile message, a mail server's reply) is made
+        // safe to store and to print in `status`.
+        error_message: Some(crate::error::redact(&e.to_string())),
         ..Changes::default()
     };
     let recorded = retrying(
@@ -524,7 +539,18 @@ pub async fn fail(
     )
     .await;
     match recorded {
-        Ok(_) => {}
+        Ok(_) => {
+            // Counted once, when recorded: a retried record must not count twice.
+            let outcome = if to == Status::Cancelled {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            svc.metrics
+                .jobs
+                .with_label_values(&[outcome, e.code()])
+                .inc();
+        }
         Err(JobError::Conflict(_)) => return Outcome::Yield,
         Err(record_error) => {
             tracing::error!(error = %record_error, "the failure could not be recorded; the message will be retried");
@@ -560,21 +586,36 @@ pub async fn fail(
     Outcome::Finished(to)
 }
 
-/// A message that names a request id but is not a valid request: record it FAILED.
-pub async fn reject(svc: &Services, error: MessageError) -> Outcome {
+/// A message that names a request id but is not a valid request: record it FAILED — unless
+/// the id already names a request this message did not create, which is left untouched (the
+/// message goes to the dead-letter queue with its reason instead).
+pub async fn reject(svc: &Services, error: MessageError, body: &[u8]) -> Outcome {
     let Some(request_id) = error.request_id.clone() else {
         return Outcome::Retry(Duration::from_secs(u64::from(
             svc.settings.worker.retry_delay_secs,
         )));
     };
+    let asked = Fingerprinted::of_invalid(body);
     let item = retrying(
         &svc.metrics,
         "create state",
         svc.settings.worker.stage_retries,
-        || svc.state.create_or_load(&request_id, "invalid", None),
+        || {
+            svc.state
+                .create_or_load(&request_id, "invalid", None, &asked)
+        },
     )
     .await;
     match item {
+        Ok(item) if item.fingerprint.as_deref() != Some(asked.fingerprint.as_str()) => {
+            Outcome::DeadLetter {
+                code: error.code,
+                reason: format!(
+                    "{}; request id {request_id} names another request, which was left unchanged",
+                    error.message
+                ),
+            }
+        }
         Ok(item) if item.status.is_terminal() => Outcome::Acknowledged(item.status),
         Ok(item) => {
             fail(

@@ -6,7 +6,8 @@
 //!    (or the message is dead-lettered with its reason).
 //! 2. [`job`] records the request in DynamoDB ([`state`]) and checks it: [`template`] renders
 //!    the named query with typed, validated parameter literals (raw SQL goes through
-//!    [`sqlcheck`]), and recipients are checked against the allow-list.
+//!    [`sqlcheck`]), and recipients are checked against the allow-list ([`policy`], which
+//!    every email, success or failure, goes through).
 //! 3. [`unload`] wraps the SELECT in an UNLOAD to a per-attempt prefix; [`redshift`] runs it
 //!    with a deterministic ClientToken and polls it to the end.
 //! 4. [`archive`] streams the unloaded parts into one zip by multipart upload.
@@ -30,6 +31,7 @@ pub mod job;
 pub mod message;
 pub mod metrics;
 pub mod notify;
+pub mod policy;
 pub mod presign;
 pub mod redshift;
 pub mod sqlcheck;

@@ -113,7 +113,82 @@ pub struct ExportRequest {
     pub requested_by: Option<String>,
 }
 
+/// What a request asked for, in one canonical form: stored in the state item so that a later
+/// message with the same request id can be told apart from a true redelivery.
+#[derive(serde::Serialize)]
+struct Canonical<'a> {
+    version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a BTreeMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sql: Option<&'a str>,
+    format: Format,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layout: Option<Layout>,
+    recipients: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_by: Option<&'a str>,
+}
+
+/// The canonical form of a request and its fingerprint (SHA-256 of that form, hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprinted {
+    pub canonical: String,
+    pub fingerprint: String,
+}
+
+impl Fingerprinted {
+    /// The fingerprint of a message that is not a valid request: its raw body, so that a
+    /// redelivery of the same invalid message is recognised and any other message is not.
+    pub fn of_invalid(body: &[u8]) -> Fingerprinted {
+        Fingerprinted {
+            canonical: String::new(),
+            fingerprint: format!("body:{}", hex_sha256(body)),
+        }
+    }
+}
+
+/// SHA-256 of `bytes` in lowercase hex.
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl ExportRequest {
+    /// The request in canonical JSON (fields in a fixed order, parameters sorted by name;
+    /// parameter values are scalars, so their text is fixed too) and its fingerprint.
+    pub fn fingerprinted(&self) -> Fingerprinted {
+        let (query, params, sql) = match &self.query {
+            QuerySource::Template { name, params } => (Some(name.as_str()), Some(params), None),
+            QuerySource::Sql(sql) => (None, None, Some(sql.as_str())),
+        };
+        let canonical = Canonical {
+            version: 1,
+            query,
+            params,
+            sql,
+            format: self.format,
+            layout: self.layout,
+            recipients: self.recipients.iter().map(ToString::to_string).collect(),
+            requested_by: self.requested_by.as_deref(),
+        };
+        #[expect(
+            clippy::expect_used,
+            reason = "serialising strings, scalars and string-keyed maps into a String cannot fail"
+        )]
+        let canonical = serde_json::to_string(&canonical).expect("canonical request");
+        let fingerprint = format!("sha256:{}", hex_sha256(canonical.as_bytes()));
+        Fingerprinted {
+            canonical,
+            fingerprint,
+        }
+    }
+
     /// The template name, or `sql` for raw SQL, for records and metrics.
     pub fn query_name(&self) -> &str {
         match &self.query {
@@ -159,6 +234,18 @@ struct MessageV1 {
 struct Notify {
     #[serde(default)]
     email: Vec<String>,
+}
+
+/// Longest template name a message may give: names are echoed in records, logs and emails.
+pub const MAX_NAME: usize = 64;
+
+/// Whether `name` can be a template name: `[A-Za-z0-9_.-]{1,64}`. Configured templates are
+/// held to the same rule, so a name outside it can never match one.
+pub fn is_template_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// At most this many recipients per request (SES's per-message limit).
@@ -245,6 +332,16 @@ pub fn parse(
         return Err(fail(
             "invalid_message",
             format!("parameter {name} must be a string, number or boolean"),
+        ));
+    }
+    if let Some(name) = &m.query
+        && !is_template_name(name)
+    {
+        return Err(fail(
+            "invalid_message",
+            format!(
+                "query must be a template name of at most {MAX_NAME} characters from [A-Za-z0-9_.-]"
+            ),
         ));
     }
     let query = match (m.query, m.sql) {

@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use crate::aws::AwsResultExt;
 use crate::job::{self, Outcome, Services};
-use crate::message::{self, MessageError};
+use crate::message;
+use crate::state::LeaseOwner;
 
 /// Runs until `shutdown` turns true, then waits for the jobs in flight (each has the grace
 /// period before it releases its message).
@@ -128,7 +129,12 @@ async fn handle(
         q.max_message_bytes,
         &svc.settings.compat,
     );
-    let leased = parsed.as_ref().ok().map(|r| r.request_id.to_string());
+    // The lease this job takes on its request: its own, never shared with another delivery.
+    let owner = LeaseOwner::new_job(svc.state.worker());
+    let leased = parsed
+        .as_ref()
+        .ok()
+        .map(|r| (r.request_id.to_string(), owner.clone()));
     let mut heartbeat = tokio::spawn(heartbeat(svc.clone(), receipt.clone(), leased));
     svc.metrics.jobs_in_flight.inc();
 
@@ -136,7 +142,7 @@ async fn handle(
         Ok(request) => {
             let span = tracing::info_span!("job", request_id = %request.request_id, statement_id = tracing::field::Empty);
             let grace = Duration::from_secs(svc.settings.worker.shutdown_grace_secs);
-            let job = job::process(svc, &request, receive_count).instrument(span.clone());
+            let job = job::process(svc, &request, receive_count, &owner).instrument(span.clone());
             let outcome = tokio::select! {
                 outcome = job => outcome,
                 _ = &mut heartbeat => {
@@ -152,7 +158,7 @@ async fn handle(
                     // Every step is recorded before it is taken, so dropping the job here loses
                     // nothing: the next worker resumes from the recorded state.
                     span.in_scope(|| tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; releasing the message"));
-                    if let Err(e) = svc.state.release(request.request_id.as_str()).await {
+                    if let Err(e) = svc.state.release(request.request_id.as_str(), &owner).await {
                         span.in_scope(|| tracing::debug!(error = %e, "the lease was not released"));
                     }
                     Outcome::Retry(Duration::ZERO)
@@ -165,12 +171,22 @@ async fn handle(
             let span = tracing::info_span!("job", request_id = %e.request_id.clone().map(|r| r.to_string()).unwrap_or_default());
             async {
                 tracing::warn!(error_code = e.code, error = %e.message, "invalid request");
-                job::reject(svc, e).await
+                job::reject(svc, e, body.as_bytes()).await
             }
             .instrument(span)
             .await
         }
-        Err(e) => dead_letter(svc, &message_id, &body, &e).await,
+        Err(e) => {
+            tracing::warn!(message_id, error_code = e.code, error = %e.message, "message has no usable request id");
+            dead_letter(svc, &message_id, &body, e.code, &e.message).await
+        }
+    };
+    let outcome = match outcome {
+        Outcome::DeadLetter { code, reason } => {
+            tracing::warn!(message_id, error_code = code, error = %reason, "message refused");
+            dead_letter(svc, &message_id, &body, code, &reason).await
+        }
+        other => other,
     };
     heartbeat.abort();
     svc.metrics.jobs_in_flight.dec();
@@ -181,6 +197,7 @@ async fn handle(
         Outcome::Acknowledged(_) => Some("duplicate"),
         Outcome::Retry(_) => Some("retried"),
         Outcome::Yield => Some("yielded"),
+        Outcome::DeadLetter { .. } => None,
     };
     if let Some(label) = label {
         svc.metrics.jobs.with_label_values(&[label, ""]).inc();
@@ -212,7 +229,7 @@ async fn handle(
             .await
             .aws("sqs", "ChangeMessageVisibility")
             .map(|_| ()),
-        Outcome::Yield => Ok(()),
+        Outcome::Yield | Outcome::DeadLetter { .. } => Ok(()),
     };
     if let Err(e) = result {
         // The message comes back when its visibility ends; the state makes that harmless.
@@ -224,7 +241,7 @@ async fn handle(
 /// only when the lease is lost (the receipt handle no longer works, or another worker holds
 /// the request), which stops the job. Past SQS's 12-hour visibility cap the message comes
 /// back, but the DynamoDB lease is still renewed, so a worker receiving it leaves it alone.
-async fn heartbeat(svc: Arc<Services>, receipt: String, request_id: Option<String>) {
+async fn heartbeat(svc: Arc<Services>, receipt: String, lease: Option<(String, LeaseOwner)>) {
     let q = &svc.settings.queue;
     let timeout = Duration::from_secs(u64::from(q.visibility_timeout_secs));
     let received = Instant::now();
@@ -264,10 +281,10 @@ async fn heartbeat(svc: Arc<Services>, receipt: String, request_id: Option<Strin
                 Err(e) => tracing::warn!(error = %e, "extending the message's visibility failed"),
             }
         }
-        if let Some(rid) = &request_id {
+        if let Some((rid, owner)) = &lease {
             match svc
                 .state
-                .renew(rid, job::lease_duration(&svc.settings))
+                .renew(rid, owner, job::lease_duration(&svc.settings))
                 .await
             {
                 Ok(()) => {}
@@ -291,18 +308,34 @@ const RECEIPT_GONE: &[&str] = &[
     "AWS.SimpleQueueService.MessageNotInflight",
 ];
 
-/// A message from which no request id can be read: moved to the dead-letter queue at once,
-/// with the reason attached. Without a dead-letter queue it is left for SQS's own redrive.
-async fn dead_letter(svc: &Services, message_id: &str, body: &str, e: &MessageError) -> Outcome {
-    tracing::warn!(message_id, error_code = e.code, error = %e.message, "message has no usable request id");
+/// SQS's limit on one message, body and attributes together.
+const SQS_MAX_MESSAGE_BYTES: usize = 262_144;
+/// Room kept for the attributes (names, types and values, the reason capped at 1 KiB).
+const DEAD_LETTER_ATTRIBUTE_ROOM: usize = 2_048;
+
+/// A message that cannot be processed (no usable request id, or one that names another
+/// request): moved to the dead-letter queue at once, with the code and reason as message
+/// attributes. A body too large to forward with its attributes is cut to fit, and says so
+/// (`body_truncated_from`), so the forward can never fail for its size. Without a
+/// dead-letter queue it is left for the queue's own redrive.
+async fn dead_letter(
+    svc: &Services,
+    message_id: &str,
+    body: &str,
+    code: &'static str,
+    reason: &str,
+) -> Outcome {
+    let retry = || {
+        Outcome::Retry(Duration::from_secs(u64::from(
+            svc.settings.worker.retry_delay_secs,
+        )))
+    };
     let Some(dlq) = &svc.settings.queue.dead_letter_url else {
         tracing::error!(
             message_id,
             "no dead-letter queue configured; leaving the message for the queue's redrive policy"
         );
-        return Outcome::Retry(Duration::from_secs(u64::from(
-            svc.settings.worker.retry_delay_secs,
-        )));
+        return retry();
     };
     let attr = |v: &str| {
         MessageAttributeValue::builder()
@@ -310,40 +343,49 @@ async fn dead_letter(svc: &Services, message_id: &str, body: &str, e: &MessageEr
             .string_value(v)
             .build()
     };
-    let (Ok(code), Ok(reason), Ok(source)) = (
-        attr(e.code),
-        attr(&e.message.chars().take(1024).collect::<String>()),
-        attr(message_id),
-    ) else {
-        return Outcome::Retry(Duration::from_secs(u64::from(
-            svc.settings.worker.retry_delay_secs,
-        )));
+    let room = SQS_MAX_MESSAGE_BYTES - DEAD_LETTER_ATTRIBUTE_ROOM;
+    let (forwarded, truncated_from) = if body.len() > room {
+        let mut end = room;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        (&body[..end], Some(body.len()))
+    } else {
+        (body, None)
     };
-    let sent = svc
+    // SQS refuses control characters in attributes; a hostile message can put them in the
+    // reason (an unknown field's name), which would make the forward fail for ever.
+    let reason: String = crate::error::redact(reason).chars().take(1024).collect();
+    let (Ok(code_attr), Ok(reason_attr), Ok(source)) =
+        (attr(code), attr(&reason), attr(message_id))
+    else {
+        return retry();
+    };
+    let mut send = svc
         .clients
         .sqs
         .send_message()
         .queue_url(dlq)
-        .message_body(if body.is_empty() { " " } else { body })
-        .message_attributes("error_code", code)
-        .message_attributes("error_message", reason)
-        .message_attributes("source_message_id", source)
-        .send()
-        .await
-        .aws("sqs", "SendMessage");
-    match sent {
+        .message_body(if forwarded.is_empty() { " " } else { forwarded })
+        .message_attributes("error_code", code_attr)
+        .message_attributes("error_message", reason_attr)
+        .message_attributes("source_message_id", source);
+    if let Some(size) = truncated_from
+        && let Ok(a) = attr(&size.to_string())
+    {
+        send = send.message_attributes("body_truncated_from", a);
+    }
+    match send.send().await.aws("sqs", "SendMessage") {
         Ok(_) => {
             svc.metrics
                 .messages_dead_lettered
-                .with_label_values(&[e.code])
+                .with_label_values(&[code])
                 .inc();
             Outcome::Finished(crate::state::Status::Failed)
         }
         Err(err) => {
             tracing::warn!(message_id, error = %err, "dead-lettering failed; the message will be retried");
-            Outcome::Retry(Duration::from_secs(u64::from(
-                svc.settings.worker.retry_delay_secs,
-            )))
+            retry()
         }
     }
 }

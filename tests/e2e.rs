@@ -5,6 +5,9 @@
 
 mod support;
 
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 use support::*;
 use testkit::var;
@@ -287,6 +290,15 @@ async fn invalid_requests_fail_with_codes_and_run_no_sql() {
             "{code}: no SQL may reach Redshift"
         );
         assert_eq!(history(rid).await, ["QUEUED", "FAILED"]);
+        if *code == "recipient_not_allowed" {
+            wait_smtp_to(rid, "exports-operator@example.com", 30).await;
+            assert!(
+                smtp_mails(rid)
+                    .iter()
+                    .all(|(to, _)| !to.contains("evil.test")),
+                "a refused recipient is never mailed"
+            );
+        }
     }
 }
 
@@ -480,5 +492,135 @@ async fn zero_rows_without_a_manifest_give_an_empty_csv() {
         read_zip(&path),
         vec![(format!("{rid}.csv"), String::new())],
         "no columns known, so no header"
+    );
+}
+
+#[tokio::test]
+async fn no_mail_reaches_a_recipient_outside_the_allow_list() {
+    let daemon = Daemon::start(&[]).await;
+    // One allowed and one refused recipient: neither is mailed; the operator is told.
+    let mixed = daemon
+        .request(
+            "product_detail_by_sku",
+            json!({"sku": "FLOWER12"}),
+            json!({"notify": {"email": ["ok-mixed@example.com", "x@evil.test"]}}),
+        )
+        .await;
+    // Refused recipients of a request that would fail anyway (unknown template).
+    let unknown = daemon
+        .request(
+            "no_such_template",
+            json!({}),
+            json!({"notify": {"email": ["x@evil.test"]}}),
+        )
+        .await;
+    // A failing request whose recipient is allowed: that recipient hears of the failure.
+    let failing = daemon
+        .request(
+            "missing_table",
+            json!({}),
+            json!({"notify": {"email": ["fails@example.org"]}}),
+        )
+        .await;
+    for rid in [&mixed, &unknown] {
+        let state = wait_terminal(rid, 60).await;
+        assert_eq!(state["error_code"], "recipient_not_allowed", "{state:?}");
+        wait_smtp_to(rid, "exports-operator@example.com", 30).await;
+    }
+    assert_eq!(
+        wait_terminal(&failing, 60).await["error_code"],
+        "query_failed"
+    );
+    wait_smtp_to(&failing, "fails@example.org", 30).await;
+    // Every mail the worker sent has been accepted by now (each is sent before the message
+    // is deleted, and the operator's mail is the last step); read every mailbox.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for rid in [&mixed, &unknown, &failing] {
+        for (to, raw) in smtp_mails(rid) {
+            assert!(
+                !to.contains("evil.test") && !raw.contains("evil.test"),
+                "{rid}: mail to {to}"
+            );
+            assert!(!to.contains("ok-mixed@"), "{rid}: mail to {to}");
+        }
+    }
+    assert_eq!(smtp_mails(&mixed).len(), 1, "only the operator's");
+    assert_eq!(smtp_mails(&failing).len(), 1, "only the recipient's");
+}
+
+#[tokio::test]
+async fn a_message_reusing_a_request_id_never_touches_the_original() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let daemon = Daemon::start(&[redshift_at(&emulator)]).await;
+    let rid = testkit::unique("req");
+    let original = json!({"version": 1, "request_id": rid, "query": "product_detail_by_sku",
+        "params": {"sku": "FLOWER12"}, "notify": {"email": ["owner@example.com"]}});
+    daemon.send(&original.to_string()).await;
+    wait_status(&rid, "QUERYING", 60).await;
+    // The original's lease lapses, as when its worker stalls: nothing else stood in the way
+    // of a second message with the same request id.
+    dynamodb()
+        .update_item()
+        .table_name(var("DEVSTACK_TABLE"))
+        .key("request_id", AttributeValue::S(rid.clone()))
+        .key("sk", AttributeValue::S("state".into()))
+        .update_expression("SET lease_expires_at = :past")
+        .expression_attribute_values(":past", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let before = state(&rid).await.unwrap();
+    // Another request under the same id (other parameters, another allowed recipient), and a
+    // message naming the id that is not a valid request at all.
+    let hijack = json!({"version": 1, "request_id": rid, "query": "product_detail_by_sku",
+        "params": {"sku": "OTHER"}, "notify": {"email": ["thief@example.org"]}});
+    daemon.send(&hijack.to_string()).await;
+    let invalid = json!({"version": 1, "request_id": rid, "query": "q", "surprise": 1});
+    daemon.send(&invalid.to_string()).await;
+
+    let mut refused = Vec::new();
+    for _ in 0..60 {
+        refused.extend(take_messages(&daemon.dlq_url).await);
+        if refused.len() >= 2 {
+            break;
+        }
+    }
+    refused.sort_by(|a, b| a.1.cmp(&b.1));
+    let codes: Vec<&str> = refused.iter().map(|(_, code)| code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["invalid_message", "request_id_conflict"],
+        "{refused:?}"
+    );
+    assert!(
+        refused[1].0.contains("OTHER"),
+        "the refused message is forwarded as sent"
+    );
+    let after = state(&rid).await.unwrap();
+    for field in [
+        "status",
+        "version",
+        "fingerprint",
+        "request",
+        "statement_id",
+    ] {
+        assert_eq!(after.get(field), before.get(field), "{field} changed");
+    }
+    assert!(after["request"].contains("FLOWER12"), "{after:?}");
+
+    // The original carries on as if nothing had happened.
+    emulator.set_faults("{}").await;
+    emulator.admin("POST", "release", "").await;
+    let done = wait_terminal(&rid, 60).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:?}");
+    assert_eq!(done["rows"], "1");
+    wait_smtp_to(&rid, "owner@example.com", 30).await;
+    assert!(
+        smtp_mails(&rid).iter().all(|(to, _)| !to.contains("thief")),
+        "the second message's recipient got nothing"
+    );
+    assert_eq!(
+        history(&rid).await,
+        ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
     );
 }

@@ -187,6 +187,7 @@ async fn check_passes_against_the_stack_and_names_what_is_missing() {
         "configuration",
         "queue",
         "dead-letter queue",
+        "attempts and the queue's redrive",
         "table",
         "upload bucket",
         "archive bucket",
@@ -215,7 +216,7 @@ async fn check_passes_against_the_stack_and_names_what_is_missing() {
         line.contains(&format!("archive bucket {missing}")) && line.contains("archive.bucket"),
         "{line}"
     );
-    assert!(text.contains("1 of 8 checks failed"), "{text}");
+    assert!(text.contains("1 of 9 checks failed"), "{text}");
     assert!(!line.contains("headers"), "concise: {line}");
 
     let ses = cli(&["check"], &[("EXPORT_WORKER__EMAIL__TRANSPORT", "ses")]).await;
@@ -269,5 +270,76 @@ async fn json_logs_carry_the_request_and_statement_and_no_links_or_addresses() {
     assert!(
         !text.contains("X-Amz-Signature") && !text.contains(&link),
         "no presigned link in the log"
+    );
+}
+
+#[tokio::test]
+async fn max_attempts_must_be_below_the_queues_max_receive_count() {
+    // A queue whose redrive would dead-letter a message on its 3rd receive: with
+    // max_attempts 5 the worker would never see the delivery on which it ends the request.
+    let sqs = support::sqs();
+    let name = testkit::unique("redrive");
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}).to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let on_queue = [("EXPORT_WORKER__QUEUE__URL", queue.as_str())];
+
+    let check = cli(&["check"], &on_queue).await;
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert_eq!(check.status.code(), Some(69), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no failure in\n{text}"));
+    assert!(
+        line.contains("max_attempts is 5") && line.contains("maxReceiveCount is 3"),
+        "{line}"
+    );
+    let run = tokio::time::timeout(Duration::from_secs(60), cli(&["run"], &on_queue))
+        .await
+        .expect("run must refuse to start, not run");
+    assert_eq!(
+        run.status.code(),
+        Some(64),
+        "run refuses to start: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let fits = [
+        ("EXPORT_WORKER__QUEUE__URL", queue.as_str()),
+        ("EXPORT_WORKER__WORKER__MAX_ATTEMPTS", "2"),
+    ];
+    let check = cli(&["check"], &fits).await;
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        text.contains("ok    attempts and the queue's redrive: worker.max_attempts 2 is below the queue's maxReceiveCount 3"),
+        "{text}"
     );
 }

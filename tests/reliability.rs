@@ -11,15 +11,6 @@ use serde_json::{Value, json};
 use support::*;
 use testkit::var;
 
-/// How many emails in the SMTP sink mention `rid`.
-fn emails_for(rid: &str) -> usize {
-    std::fs::read_dir(var("DEVSTACK_MAIL_DIR"))
-        .unwrap()
-        .flatten()
-        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|raw| raw.contains(rid)))
-        .count()
-}
-
 /// UNLOADs the emulator at `admin` received for `rid`.
 async fn unloads(emulator_url: &str, rid: &str) -> usize {
     let (_, log) = testkit::http("GET", &format!("{emulator_url}/__admin/sql-log"), "").await;
@@ -74,7 +65,7 @@ async fn the_same_request_twice_is_exported_once_and_emailed_once() {
     // Both deliveries must have been handled and deleted before anything is counted.
     wait_queue_drained(&daemon.queue_url, 120).await;
     assert_eq!(unload_sql(&rid).await.len(), 1, "one UNLOAD");
-    assert_eq!(emails_for(&rid), 1, "one email");
+    assert_eq!(smtp_mails(&rid).len(), 1, "one email");
     assert_eq!(
         history(&rid).await,
         ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
@@ -102,7 +93,7 @@ async fn a_worker_killed_while_querying_is_taken_over_without_a_second_unload() 
         "re-attached to the running statement"
     );
     assert_eq!(unloads(&emulator.url, &rid).await, 1, "exactly one UNLOAD");
-    assert_eq!(emails_for(&rid), 1);
+    assert_eq!(smtp_mails(&rid).len(), 1);
 }
 
 #[tokio::test]
@@ -132,7 +123,7 @@ async fn a_worker_killed_while_archiving_leaves_one_valid_archive_and_one_email(
         "header and every row, once"
     );
     assert_eq!(unload_sql(&rid).await.len(), 1);
-    assert_eq!(emails_for(&rid), 1);
+    assert_eq!(smtp_mails(&rid).len(), 1);
 }
 
 #[tokio::test]
@@ -408,5 +399,91 @@ async fn failures_injected_in_front_of_moto_are_ridden_out() {
         proxy.injected() >= 5,
         "the proxy injected {} failures",
         proxy.injected()
+    );
+}
+
+#[tokio::test]
+async fn lost_responses_cost_no_redelivery() {
+    // Half the responses of DynamoDB's transitions, claims and lease calls and of S3's
+    // CompleteMultipartUpload are lost after the write was made (some by a cut connection):
+    // the worker must recognise its own writes instead of giving the request up until the
+    // message comes back.
+    let proxy = testkit::FaultProxy::start_with(
+        &var("AWS_ENDPOINT_URL"),
+        testkit::Faults {
+            lose: 0.4,
+            drop: 0.15,
+            only: [
+                "TransactWriteItems",
+                "UpdateItem",
+                "CompleteMultipartUpload",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..testkit::Faults::default()
+        },
+    )
+    .await;
+    let overrides = [
+        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", proxy.url.as_str()),
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__DYNAMODB",
+            proxy.url.as_str(),
+        ),
+        // A redelivery would show as a second receive of the same message.
+        ("EXPORT_WORKER__WORKER__RETRY_DELAY_SECS", "1"),
+    ];
+    let (daemon, log) = Daemon::start_logged(&overrides).await;
+    let admin = admin_address(&log).await;
+    let mut rids = Vec::new();
+    for (first, last, layout) in [
+        (1, 300, "single"),
+        (301, 900, "parts"),
+        (901, 1000, "single"),
+        (1001, 1200, "parts"),
+    ] {
+        rids.push((
+            daemon
+                .request(
+                    "orders_between",
+                    json!({"first": first, "last": last}),
+                    json!({"layout": layout}),
+                )
+                .await,
+            last - first + 1,
+        ));
+    }
+    for (rid, rows) in &rids {
+        let state = wait_terminal(rid, 120).await;
+        assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
+        assert_eq!(state["rows"], rows.to_string());
+        let (path, _) = download_archive(&state["archive_key"]).await;
+        let records: usize = read_zip(&path)
+            .iter()
+            .map(|(_, text)| csv_records(text).len() - 1)
+            .sum();
+        assert_eq!(records, *rows as usize);
+        assert_eq!(unload_sql(rid).await.len(), 1, "one UNLOAD");
+        assert_eq!(smtp_mails(rid).len(), 1, "one email");
+        assert_eq!(
+            history(rid).await,
+            ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
+        );
+    }
+    let lost = proxy.lost();
+    for op in [
+        "TransactWriteItems",
+        "UpdateItem",
+        "CompleteMultipartUpload",
+    ] {
+        assert!(
+            lost.get(op).copied().unwrap_or(0) > 0,
+            "no lost {op} response: {lost:?}"
+        );
+    }
+    assert_eq!(
+        metric(&admin, "redshift_export_messages_received_total").await,
+        rids.len() as f64,
+        "each message received once: no request waited for a redelivery ({lost:?})"
     );
 }

@@ -2,7 +2,8 @@
 
 moto runs in-process (ThreadedMotoServer) rather than as `moto_server` because its
 /moto-api/data.json dump fails once S3 holds multipart objects; running in-process lets the
-outbox endpoint read the SES backend directly.
+outbox endpoint read the SES backend directly. It also lets moto_dynamodb_fix make moto's
+DynamoDB transactions atomic and isolated, as DynamoDB's are, before the server starts.
 
 GET http://127.0.0.1:<outbox-port>/outbox returns {"messages": [...]}, every message sent
 through SES (v1 or v2) in the order sent, with source, destinations, subject, body and raw data.
@@ -16,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.ses.models import ses_backends
+
+import moto_dynamodb_fix
 
 
 def sent_messages():
@@ -61,6 +64,7 @@ def main():
     parser.add_argument("--outbox-port", type=int, required=True)
     args = parser.parse_args()
 
+    moto_dynamodb_fix.install()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     moto.start()
     outbox = ThreadingHTTPServer(("127.0.0.1", args.outbox_port), Outbox)

@@ -14,12 +14,12 @@ def main():
     sqs = boto3.client("sqs")
     dlq_url = sqs.create_queue(QueueName=env["DEVSTACK_DLQ_NAME"], Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "10"})
     queue_url = sqs.create_queue(
         QueueName=env["DEVSTACK_QUEUE_NAME"],
         Attributes={"RedrivePolicy": redrive, "VisibilityTimeout": "60", "MessageRetentionPeriod": "345600"},
     )["QueueUrl"]
-    print(f"  queue {queue_url} (dead-letter queue {dlq_url}, maxReceiveCount 5)")
+    print(f"  queue {queue_url} (dead-letter queue {dlq_url}, maxReceiveCount 10)")
 
     ddb = boto3.client("dynamodb")
     table = env["DEVSTACK_TABLE"]

@@ -128,7 +128,8 @@ impl MultipartSink {
             self.upload(last).await?;
         }
         self.wait_in_flight().await?;
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
@@ -140,8 +141,37 @@ impl MultipartSink {
             )
             .send()
             .await
-            .aws("s3", "CompleteMultipartUpload")?;
-        Ok(self.written)
+            .aws("s3", "CompleteMultipartUpload");
+        match completed {
+            Ok(_) => Ok(self.written),
+            // A retry after a lost response finds the upload gone (NoSuchUpload): the object
+            // is there if the first try completed it. Checked by size and multipart ETag.
+            Err(e) if self.completed_already().await => {
+                tracing::info!(archive_key = %self.key, error = %e, "the archive upload had completed; its response was lost");
+                Ok(self.written)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the object under the key is exactly this upload: the same size and the ETag
+    /// S3 gives a multipart object (MD5 of the parts' MD5s, then `-` and the part count).
+    async fn completed_already(&self) -> bool {
+        let Some(expected) = multipart_etag(&self.parts) else {
+            return false;
+        };
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await
+            .aws("s3", "HeadObject");
+        head.is_ok_and(|h| {
+            h.content_length() == i64::try_from(self.written).ok()
+                && h.e_tag().map(|t| t.trim_matches('"')) == Some(expected.as_str())
+        })
     }
 
     /// Abandons the upload and frees its parts.
@@ -161,5 +191,58 @@ impl MultipartSink {
         if let Err(e) = result {
             tracing::warn!(archive_key = %self.key, error = %e, "abort of the archive upload failed");
         }
+    }
+}
+
+/// The ETag S3 gives an object completed from `parts`, or None when a part's ETag is not a
+/// plain MD5 (e.g. with SSE-KMS, where ETags are not MD5s and the check cannot be made).
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::Digest;
+    let mut md5s = Vec::with_capacity(parts.len() * 16);
+    for part in parts {
+        let hex = part.e_tag()?.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        for i in (0..32).step_by(2) {
+            md5s.push(u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?);
+        }
+    }
+    let digest = md5::Md5::digest(&md5s);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("{hex}-{}", parts.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(n: i32, etag: &str) -> CompletedPart {
+        CompletedPart::builder().part_number(n).e_tag(etag).build()
+    }
+
+    #[test]
+    fn multipart_etags_are_the_md5_of_the_part_md5s() {
+        // Two parts whose bodies are "a" and "b": MD5s 0cc175b9… and 92eb5ffe…
+        let parts = [
+            part(1, "\"0cc175b9c0f1b6a831c399e269772661\""),
+            part(2, "92eb5ffee6ae2fec3ad71c777531578f"),
+        ];
+        let mut both = Vec::new();
+        both.extend_from_slice(&[
+            0x0c, 0xc1, 0x75, 0xb9, 0xc0, 0xf1, 0xb6, 0xa8, 0x31, 0xc3, 0x99, 0xe2, 0x69, 0x77,
+            0x26, 0x61,
+        ]);
+        both.extend_from_slice(&[
+            0x92, 0xeb, 0x5f, 0xfe, 0xe6, 0xae, 0x2f, 0xec, 0x3a, 0xd7, 0x1c, 0x77, 0x75, 0x31,
+            0x57, 0x8f,
+        ]);
+        use md5::Digest;
+        let expected: String = md5::Md5::digest(&both)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(multipart_etag(&parts), Some(format!("{expected}-2")));
+        assert_eq!(multipart_etag(&[part(1, "not-an-md5")]), None);
     }
 }

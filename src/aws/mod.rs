@@ -114,7 +114,7 @@ impl aws_sdk_s3::config::Intercept for CallMetrics {
 
 /// A failed AWS call, classified.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{service} {operation} failed: {detail}")]
+#[error("{service} {operation} failed: {}", crate::error::redact(.detail))]
 pub struct AwsError {
     pub service: &'static str,
     pub operation: &'static str,

@@ -3,29 +3,66 @@
 
 use std::path::Path;
 
-use super::{EmailTransport, ServerSideEncryption, Settings};
+use super::{EmailTransport, ServerSideEncryption, Settings, SmtpTls};
 
 /// Every problem found in a configuration, reported together.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigError(pub Vec<String>);
 
+/// Keys whose environment override is a comma-separated list.
+const LIST_KEYS: &[&str] = &[
+    "email.default_recipients",
+    "email.allowed_domains",
+    "email.operator_recipients",
+    "sql.allowed_schemas",
+];
+
+/// Prefix of the environment overrides: `EXPORT_WORKER__SECTION__KEY`.
+const ENV_PREFIX: &str = "EXPORT_WORKER";
+
 impl Settings {
     /// Reads `path` plus environment overrides and validates the result.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        let raw = config::Config::builder()
+        // Variables that are not Unicode cannot be settings; they are skipped, not a panic.
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::load_with_env(path, env)
+    }
+
+    /// [`Settings::load`] with the environment given as a map. Every override stays text
+    /// until the key's own type reads it, so a password `007` stays `007` (numbers and
+    /// booleans are parsed by the typed field); list keys are split at commas.
+    pub fn load_with_env(
+        path: &Path,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let fail = |e: config::ConfigError| ConfigError(vec![format!("{}: {e}", path.display())]);
+        let mut builder = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
-                config::Environment::with_prefix("EXPORT_WORKER")
+                config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("email.default_recipients")
-                    .with_list_parse_key("email.allowed_domains"),
-            )
-            .build()
-            .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+                    .source(Some(env.clone())),
+            );
+        for key in LIST_KEYS {
+            let var = format!(
+                "{ENV_PREFIX}__{}",
+                key.to_ascii_uppercase().replace('.', "__")
+            );
+            if let Some(value) = env.get(&var) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder = builder.set_override(*key, items).map_err(fail)?;
+            }
+        }
+        let raw = builder.build().map_err(fail)?;
         let settings: Settings = raw
             .try_deserialize()
             .map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
@@ -49,6 +86,10 @@ impl Settings {
         check(
             (30..=43_200).contains(&self.queue.visibility_timeout_secs),
             "queue.visibility_timeout_secs must be 30–43200".into(),
+        );
+        check(
+            (1..=262_144).contains(&self.queue.max_message_bytes),
+            "queue.max_message_bytes must be 1–262144 (SQS's limit; the request is stored in DynamoDB's 400 KB item)".into(),
         );
         check(!self.state.table.is_empty(), "state.table is empty".into());
         let r = &self.redshift;
@@ -142,11 +183,16 @@ impl Settings {
             crate::message::EmailAddress::parse(&self.email.from).is_ok(),
             format!("email.from {:?} is not an email address", self.email.from),
         );
-        for r in &self.email.default_recipients {
-            check(
-                crate::message::EmailAddress::parse(r).is_ok(),
-                format!("email.default_recipients: {r:?} is not an email address"),
-            );
+        for (key, list) in [
+            ("email.default_recipients", &self.email.default_recipients),
+            ("email.operator_recipients", &self.email.operator_recipients),
+        ] {
+            for r in list {
+                check(
+                    crate::message::EmailAddress::parse(r).is_ok(),
+                    format!("{key}: {r:?} is not an email address"),
+                );
+            }
         }
         if self.email.transport == EmailTransport::Smtp {
             check(
@@ -157,12 +203,41 @@ impl Settings {
                 self.email.smtp.username.is_some() == self.email.smtp.password.is_some(),
                 "set both email.smtp.username and email.smtp.password, or neither".into(),
             );
+            check(
+                self.email.smtp.username.is_none() || self.email.smtp.tls != SmtpTls::None,
+                "email.smtp.username needs TLS: with tls = \"none\" the password would cross the network in clear text".into(),
+            );
         }
+        check(
+            !self.sql.allow_raw || !self.sql.allowed_schemas.is_empty(),
+            "sql.allow_raw needs sql.allowed_schemas: the schemas raw SQL may read".into(),
+        );
+        check(
+            self.sql.allowed_schemas.iter().all(|schema| {
+                !crate::sqlcheck::SYSTEM_SCHEMAS.contains(&schema.to_ascii_lowercase().as_str())
+            }),
+            "sql.allowed_schemas must not name a system schema (pg_catalog, information_schema, …)"
+                .into(),
+        );
         check(
             self.worker.max_attempts >= 1,
             "worker.max_attempts must be at least 1".into(),
         );
+        check(
+            self.worker.max_concurrent_jobs >= 1,
+            "worker.max_concurrent_jobs must be at least 1 (0 would never receive)".into(),
+        );
+        check(
+            self.worker.max_concurrent_archives >= 1,
+            "worker.max_concurrent_archives must be at least 1 (0 would stop every job in ARCHIVING)".into(),
+        );
         for (name, spec) in &self.templates {
+            if !crate::message::is_template_name(name) {
+                problems.push(format!(
+                    "template name {name:?} must be 1–{} characters from [A-Za-z0-9_.-]",
+                    crate::message::MAX_NAME
+                ));
+            }
             if let Err(e) = spec.check(name) {
                 problems.push(e);
             }

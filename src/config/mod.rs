@@ -211,9 +211,14 @@ pub struct EmailSettings {
     /// Recipient domains allowed; empty allows any domain.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
-    /// Also email the recipients when an export fails.
+    /// Also email the recipients when an export fails. Failure emails go only to recipients
+    /// that passed the allow-list; a request rejected for its recipients mails none of them.
     #[serde(default)]
     pub notify_on_failure: bool,
+    /// Told (with `notify_on_failure`) when a request is rejected for its recipients, since
+    /// those recipients are never mailed. Empty: nobody is told.
+    #[serde(default)]
+    pub operator_recipients: Vec<String>,
     /// Optional template files (minijinja); built-in templates otherwise.
     #[serde(default)]
     pub templates: EmailTemplateFiles,
@@ -362,6 +367,10 @@ impl AdminSettings {
 pub struct SqlSettings {
     /// Accept `sql` in messages (one read-only SELECT). Off by default.
     pub allow_raw: bool,
+    /// Schemas raw SQL may read; every table it names must be qualified with one of them
+    /// (unqualified names would resolve through the search path, which starts at the system
+    /// catalog). Required when `allow_raw` is on.
+    pub allowed_schemas: Vec<String>,
 }
 
 /// Maps the AWS sample's `{"requestid", "sku", …}` messages onto a template.

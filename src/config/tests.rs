@@ -74,3 +74,72 @@ fn every_problem_is_reported_together() {
     let e = s.validate().unwrap_err();
     assert_eq!(e.0.len(), 4, "{e}");
 }
+
+impl Settings {
+    /// The required keys only (every other key at its default), for other modules' tests.
+    pub(crate) fn for_tests() -> Settings {
+        from_toml(REQUIRED)
+    }
+}
+
+#[test]
+fn smtp_credentials_need_tls_and_slots_cannot_be_zero() {
+    let mut s = Settings::for_tests();
+    s.email.transport = EmailTransport::Smtp;
+    s.email.smtp.host = "mail.example.com".into();
+    s.email.smtp.username = Some("u".into());
+    s.email.smtp.password = Some("p".into());
+    s.email.smtp.tls = SmtpTls::None;
+    s.worker.max_concurrent_jobs = 0;
+    s.worker.max_concurrent_archives = 0;
+    s.templates.insert(
+        "bad name!".into(),
+        TemplateSpec {
+            sql: "select 1".into(),
+            description: None,
+            params: BTreeMap::new(),
+        },
+    );
+    let problems = s.validate().unwrap_err().0;
+    for expected in [
+        "email.smtp.username needs TLS",
+        "worker.max_concurrent_jobs must be at least 1",
+        "worker.max_concurrent_archives must be at least 1",
+        "template name \"bad name!\"",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected}: {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_stay_text_until_their_key_reads_them() {
+    let env = [
+        ("EXPORT_WORKER__EMAIL__SMTP__PASSWORD", "007"),
+        ("EXPORT_WORKER__EMAIL__SMTP__USERNAME", "true"),
+        ("EXPORT_WORKER__EMAIL__SMTP__PORT", "2525"),
+        ("EXPORT_WORKER__EMAIL__SMTP__TLS", "starttls"),
+        ("EXPORT_WORKER__EMAIL__NOTIFY_ON_FAILURE", "false"),
+        (
+            "EXPORT_WORKER__EMAIL__ALLOWED_DOMAINS",
+            "example.com, example.org",
+        ),
+        (
+            "EXPORT_WORKER__EMAIL__OPERATOR_RECIPIENTS",
+            "ops@example.com",
+        ),
+        ("EXPORT_WORKER__WORKER__MAX_ATTEMPTS", "3"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let s = Settings::load_with_env(&path("local.toml"), env).unwrap();
+    assert_eq!(s.email.smtp.password.as_deref(), Some("007"));
+    assert_eq!(s.email.smtp.username.as_deref(), Some("true"));
+    assert_eq!(s.email.smtp.port, 2525);
+    assert!(!s.email.notify_on_failure);
+    assert_eq!(s.email.allowed_domains, ["example.com", "example.org"]);
+    assert_eq!(s.email.operator_recipients, ["ops@example.com"]);
+    assert_eq!(s.worker.max_attempts, 3);
+}

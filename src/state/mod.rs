@@ -11,9 +11,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
-use crate::message::RequestId;
+use crate::message::{Fingerprinted, RequestId};
 
 mod lease;
+
+pub use lease::LeaseOwner;
 
 /// Lifecycle of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +80,15 @@ pub struct StateItem {
     pub notified_at: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// What was asked, in canonical form (empty for a message that was not a valid request).
+    pub request: Option<String>,
+    /// SHA-256 of `request` (or of an invalid message's body): a message with the same
+    /// request id and another fingerprint is not a redelivery and must not touch the item.
+    pub fingerprint: Option<String>,
     /// Set by `cancel`; the worker stops at its next check and records CANCELLED.
     pub cancel_requested: bool,
-    /// The worker working on the request, and until when (epoch seconds) unless it renews.
+    /// The job working on the request (worker id and a per-job token), and until when (epoch
+    /// seconds) unless it renews.
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<u64>,
     pub version: u64,
@@ -194,12 +202,14 @@ impl StateStore {
             .unwrap_or_else(|_| unreachable!("table and item are set"))
     }
 
-    /// Creates the request in QUEUED, or returns the existing item when it is already known.
+    /// Creates the request in QUEUED, or returns the existing item when it is already known
+    /// (whatever its fingerprint: the caller compares them).
     pub async fn create_or_load(
         &self,
         request_id: &RequestId,
         query: &str,
         requested_by: Option<&str>,
+        asked: &Fingerprinted,
     ) -> Result<StateItem, JobError> {
         let now = SystemTime::now();
         let at = timestamp(now);
@@ -213,7 +223,11 @@ impl StateStore {
             ("updated_at".to_string(), s(&at)),
             ("version".to_string(), n(1)),
             ("expires_at".to_string(), self.expires_at(now)),
+            ("fingerprint".to_string(), s(&asked.fingerprint)),
         ]);
+        if !asked.canonical.is_empty() {
+            item.insert("request".into(), s(&asked.canonical));
+        }
         if let Some(by) = requested_by {
             item.insert("requested_by".into(), s(by));
         }
@@ -232,7 +246,10 @@ impl StateStore {
             now,
         );
         // A failed condition means the request exists already: it is loaded below.
-        self.write_with_event(TransactWriteItem::builder().put(put).build(), event)
+        // Per call (the timestamp is part of the item): the SDK's retries of this call share
+        // it, another worker's create of the same request does not.
+        let token = idempotency_token(&[request_id.as_str(), "create", &asked.fingerprint, &at]);
+        self.write_with_event(TransactWriteItem::builder().put(put).build(), event, token)
             .await?;
         self.load(request_id.as_str()).await?.ok_or_else(|| {
             JobError::Conflict("state item vanished right after it was written".into())
@@ -327,10 +344,23 @@ impl StateStore {
             detail,
             now,
         );
+        // The SDK's retries of this call resend the same token, so a retry after a lost
+        // response is recognised by DynamoDB as the write it already made. A later call makes
+        // a new write (new timestamp, new token); `already_written` recognises that case.
+        let token = idempotency_token(&[
+            &current.request_id,
+            &next_version.to_string(),
+            to.as_str(),
+            &at,
+        ]);
         let written = self
-            .write_with_event(TransactWriteItem::builder().update(update).build(), event)
+            .write_with_event(
+                TransactWriteItem::builder().update(update).build(),
+                event,
+                token,
+            )
             .await?;
-        if !written {
+        if !written && !self.already_written(current, next_version, to).await? {
             return Err(JobError::Conflict(format!(
                 "{} moved on from {} (version {})",
                 current.request_id,
@@ -354,18 +384,39 @@ impl StateStore {
         Ok(next)
     }
 
-    /// Writes the state item and its history event in one transaction. Returns false when a
-    /// condition failed (the state item was not as expected), in which case nothing was written.
+    /// Whether the item already is what this job's transition from `current` to `to` wrote:
+    /// a retried write whose first try succeeded but whose response was lost fails its
+    /// condition although the write is ours. Only the holder of `current.version` can write
+    /// `version` (a claim bumps the version, and transitions always change the status), so
+    /// the next version in the target status can only be this job's own write.
+    async fn already_written(
+        &self,
+        current: &StateItem,
+        version: u64,
+        to: Status,
+    ) -> Result<bool, JobError> {
+        Ok(self
+            .load(&current.request_id)
+            .await?
+            .is_some_and(|now| now.version == version && now.status == to))
+    }
+
+    /// Writes the state item and its history event in one transaction, with a client request
+    /// token that makes a retry of the same write idempotent for DynamoDB's 10-minute window.
+    /// Returns false when a condition failed (the state item was not as expected), in which
+    /// case nothing was written.
     async fn write_with_event(
         &self,
         state: TransactWriteItem,
         event: Put,
+        token: String,
     ) -> Result<bool, JobError> {
         let result = self
             .client
             .transact_write_items()
             .transact_items(state)
             .transact_items(TransactWriteItem::builder().put(event).build())
+            .client_request_token(token)
             .send()
             .await;
         match result {
@@ -424,6 +475,13 @@ impl StateStore {
     }
 }
 
+/// A ClientRequestToken (at most 36 characters) derived from what identifies one write.
+fn idempotency_token(parts: &[&str]) -> String {
+    let mut hex = crate::message::hex_sha256(parts.join("\n").as_bytes());
+    hex.truncate(32);
+    hex
+}
+
 fn is_condition_failure<R>(
     e: &aws_sdk_dynamodb::error::SdkError<
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
@@ -466,6 +524,8 @@ fn parse_state(item: &HashMap<String, AttributeValue>) -> Result<StateItem, JobE
         notified_at: text("notified_at"),
         error_code: text("error_code"),
         error_message: text("error_message"),
+        request: text("request"),
+        fingerprint: text("fingerprint"),
         cancel_requested: item
             .get("cancel_requested")
             .and_then(|v| v.as_bool().ok())

@@ -96,7 +96,7 @@ pub(super) fn render_value(
                 .parse()
                 .map_err(|_| invalid(name, format!("{text:?} is not an integer")))?;
             check_bounds(name, spec, n as f64, |v| v.as_f64())?;
-            Ok(n.to_string())
+            Ok(signed(n.to_string()))
         }
         ParamType::Decimal => {
             let text = text_of(name, value)?;
@@ -109,7 +109,7 @@ pub(super) fn render_value(
                 v.as_f64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })?;
-            Ok(text.to_string())
+            Ok(signed(text.to_string()))
         }
         ParamType::Boolean => match value {
             Value::Bool(true) => Ok("TRUE".into()),
@@ -140,6 +140,16 @@ pub(super) fn render_value(
             check_text_bounds(name, spec, &ts)?;
             Ok(format!("TIMESTAMP '{ts}'"))
         }
+    }
+}
+
+/// A negative number in parentheses, so that its sign cannot join the text before it: a
+/// template written `x-:n` must become `x-(-5)`, not `x--5` (a comment to the end of line).
+fn signed(number: String) -> String {
+    if number.starts_with('-') {
+        format!("({number})")
+    } else {
+        number
     }
 }
 
@@ -270,7 +280,8 @@ mod tests {
     fn typed_values_render_canonically() {
         let cases = [
             (ParamType::Integer, json!(42), "42"),
-            (ParamType::Integer, json!("-7"), "-7"),
+            (ParamType::Integer, json!("-7"), "(-7)"),
+            (ParamType::Decimal, json!("-0.5"), "(-0.5)"),
             (ParamType::Decimal, json!("12.50"), "12.50"),
             (ParamType::Decimal, json!(3), "3"),
             (ParamType::Boolean, json!(true), "TRUE"),

@@ -101,65 +101,34 @@ struct Placeholder {
     name: String,
 }
 
-/// Finds `:name` placeholders outside literals, quoted identifiers and comments, with
-/// Redshift's lexical rules (backslash escapes in literals, `::` casts).
+/// Finds `:name` placeholders outside literals, quoted identifiers, comments (nested, as
+/// Redshift nests them) and `$$` strings, with Redshift's lexical rules ([`sqlcheck::lex`]);
+/// `::` is a cast, not a placeholder.
 fn placeholders(sql: &str) -> Result<Vec<Placeholder>, String> {
     let b = sql.as_bytes();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\'' => {
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return Err("unterminated string literal".into()),
-                        Some(b'\\') => i += 2,
-                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
-                        Some(b'\'') => break,
-                        Some(_) => i += 1,
-                    }
-                }
-                i += 1;
-            }
-            b'"' => {
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return Err("unterminated quoted identifier".into()),
-                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
-                        Some(b'"') => break,
-                        Some(_) => i += 1,
-                    }
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
+    for code in crate::sqlcheck::lex(sql)?.code {
+        let mut i = code.start;
+        while i < code.end {
+            match b[i] {
+                b':' if b.get(i + 1) == Some(&b':') => i += 2,
+                b':' if b
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+                {
+                    let start = i;
                     i += 1;
+                    while i < code.end && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                        i += 1;
+                    }
+                    out.push(Placeholder {
+                        start,
+                        end: i,
+                        name: sql[start + 1..i].to_string(),
+                    });
                 }
+                _ => i += 1,
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let end = sql[i + 2..].find("*/").ok_or("unterminated comment")?;
-                i += end + 4;
-            }
-            b':' if b.get(i + 1) == Some(&b':') => i += 2,
-            b':' if b
-                .get(i + 1)
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
-            {
-                let start = i;
-                i += 1;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                    i += 1;
-                }
-                out.push(Placeholder {
-                    start,
-                    end: i,
-                    name: sql[start + 1..i].to_string(),
-                });
-            }
-            _ => i += 1,
         }
     }
     Ok(out)
@@ -275,6 +244,26 @@ mod tests {
             out,
             "select * from t where sku = 'O''B' and note = ':sku' and x::int = 1 -- :sku\n and y = 'O''B'"
         );
+    }
+
+    #[test]
+    fn negative_numbers_cannot_join_an_operator() {
+        let t = template(
+            "select * from t where x-:n > 0 and y = :n",
+            &[("n", spec(ParamType::Integer))],
+        );
+        let out = t.render(&[("n".to_string(), json!(-5))].into()).unwrap();
+        assert_eq!(out, "select * from t where x-(-5) > 0 and y = (-5)");
+        // Nothing of the rendered text became a comment.
+        let lexed = crate::sqlcheck::lex(&out).unwrap();
+        assert_eq!(lexed.code, vec![0..out.len()]);
+    }
+
+    #[test]
+    fn placeholders_inside_nested_comments_and_dollar_strings_are_not_placeholders() {
+        let found = placeholders("select :a /* x /* :b */ :c */ , $$ :d $$, :e -- :f\n").unwrap();
+        let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "e"]);
     }
 
     #[test]

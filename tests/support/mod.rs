@@ -181,6 +181,58 @@ impl Daemon {
     }
 }
 
+/// The admin listener's address, as the daemon logged it (the log of [`Daemon::start_logged`]).
+pub async fn admin_address(log: &Path) -> String {
+    for _ in 0..100 {
+        let text = strip_ansi(&std::fs::read_to_string(log).unwrap_or_default());
+        if let Some(addr) = text
+            .lines()
+            .find(|l| l.contains("admin listener started"))
+            .and_then(|l| l.split("addr=").nth(1))
+        {
+            return addr
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the daemon did not log its admin address in {}",
+        log.display()
+    );
+}
+
+/// Text without the terminal colour sequences of the human log format.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The value of one sample line of the daemon's /metrics (0 when absent).
+pub async fn metric(admin: &str, sample: &str) -> f64 {
+    let (_, text) = testkit::http("GET", &format!("http://{admin}/metrics"), "").await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 /// Runs a CLI command (`status`, `cancel`, `check`, …) with config/local.toml and the devstack
 /// environment plus `overrides`.
 pub async fn cli(args: &[&str], overrides: &[(&str, &str)]) -> std::process::Output {
@@ -403,6 +455,79 @@ pub async fn smtp_mail(rid: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no email for {rid} in {}", dir.display());
+}
+
+/// Every email in the SMTP sink that mentions `rid`: (envelope recipients, raw message).
+pub fn smtp_mails(rid: &str) -> Vec<(String, String)> {
+    let dir = PathBuf::from(var("DEVSTACK_MAIL_DIR"));
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let Ok(raw) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if raw.contains(rid) {
+            let to = raw
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Envelope-To: "))
+                .unwrap_or_default()
+                .to_string();
+            out.push((to, raw));
+        }
+    }
+    out
+}
+
+/// Waits (at most `secs`) for an email about `rid` to `address` in the SMTP sink.
+pub async fn wait_smtp_to(rid: &str, address: &str, secs: u64) {
+    for _ in 0..secs * 10 {
+        if smtp_mails(rid).iter().any(|(to, _)| to.contains(address)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no email about {rid} to {address}; got {:?}",
+        smtp_mails(rid).iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+}
+
+/// Takes (receives and deletes) the messages waiting in a queue, waiting at most a second:
+/// (body, error_code attribute) of each.
+pub async fn take_messages(url: &str) -> Vec<(String, String)> {
+    let sqs = sqs();
+    let out = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    for m in out.messages() {
+        sqs.delete_message()
+            .queue_url(url)
+            .receipt_handle(m.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    out.messages()
+        .iter()
+        .map(|m| {
+            let code = m
+                .message_attributes()
+                .and_then(|a| a.get("error_code"))
+                .and_then(|v| v.string_value())
+                .unwrap_or_default()
+                .to_string();
+            (m.body().unwrap_or_default().to_string(), code)
+        })
+        .collect()
 }
 
 /// The message sent through SES (moto's outbox) that mentions `rid`: (destinations, decoded).

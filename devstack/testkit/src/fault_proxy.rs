@@ -1,10 +1,18 @@
-//! A fault-injecting HTTP proxy in front of moto: a share of the requests is answered with
-//! HTTP 503 in the protocol's own error shape (JSON for SQS, DynamoDB and SES v2, XML for S3)
-//! without reaching moto; the rest is forwarded unchanged. Point a client's endpoint at
-//! [`FaultProxy::url`] to make every AWS service it uses fail now and then.
+//! A fault-injecting HTTP proxy in front of moto. Three kinds of fault, each with its own
+//! probability ([`Faults`]):
+//! - *failed*: answered with HTTP 503 in the protocol's own error shape (JSON for SQS,
+//!   DynamoDB and SES v2, XML for S3) without reaching moto;
+//! - *lost*: forwarded, the write done, and then answered with that 503 anyway, as when a
+//!   response is lost on the way back and the client cannot know the write happened;
+//! - *dropped*: forwarded, then the connection is cut in the middle of the response.
+//!
+//! Faults can be limited to some operations (`DynamoDB_20120810.TransactWriteItems`'s
+//! `TransactWriteItems`, S3's `CompleteMultipartUpload`, …: [`operation`] names them). Point a
+//! client's endpoint at [`FaultProxy::url`] to make every AWS service it uses fail now and then.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -14,11 +22,26 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// What the proxy does to the requests it sees.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Probability of failing a request before it reaches the upstream.
+    pub fail: f64,
+    /// Probability of losing the response of a request the upstream carried out.
+    pub lose: f64,
+    /// Probability of cutting the connection while the upstream's response is relayed.
+    pub drop: f64,
+    /// Operations the faults apply to; empty: every operation.
+    pub only: Vec<String>,
+}
+
 struct Shared {
     upstream: String,
-    rate: f64,
+    faults: Faults,
     injected: AtomicU64,
     forwarded: AtomicU64,
+    /// Lost and dropped responses by operation.
+    lost: Mutex<HashMap<String, u64>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -38,15 +61,28 @@ impl Drop for FaultProxy {
 impl FaultProxy {
     /// Proxies to `upstream` (e.g. moto's URL), failing each request with probability `rate`.
     pub async fn start(upstream: &str, rate: f64) -> FaultProxy {
+        Self::start_with(
+            upstream,
+            Faults {
+                fail: rate,
+                ..Faults::default()
+            },
+        )
+        .await
+    }
+
+    /// Proxies to `upstream` with the given faults.
+    pub async fn start_with(upstream: &str, faults: Faults) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
-            rate,
+            faults,
             injected: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            lost: Mutex::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let app = axum::Router::new()
@@ -67,14 +103,92 @@ impl FaultProxy {
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
+
+    /// Responses lost or cut after the upstream carried the request out, by operation.
+    pub fn lost(&self) -> HashMap<String, u64> {
+        self.shared
+            .lost
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The AWS operation a request calls: the `X-Amz-Target` operation for the JSON protocols
+/// (SQS, DynamoDB), the REST operation for S3 and SES v2 (the ones the worker calls).
+pub fn operation(request: &Request) -> String {
+    if let Some(target) = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
+    let query = request.uri().query().unwrap_or("");
+    let has = |key: &str| {
+        query
+            .split('&')
+            .any(|p| p == key || p.starts_with(&format!("{key}=")))
+    };
+    let method = request.method().as_str();
+    let path = request.uri().path();
+    let name = match method {
+        _ if path.starts_with("/v2/email/outbound-emails") => "SendEmail",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "POST" if has("delete") => "DeleteObjects",
+        "PUT" if has("partNumber") => "UploadPart",
+        "PUT" => "PutObject",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        "HEAD" => "HeadObject",
+        "GET" if has("list-type") => "ListObjectsV2",
+        "GET" => "GetObject",
+        other => other,
+    };
+    name.to_string()
 }
 
 async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if fastrand::f64() < shared.rate {
+    let faults = &shared.faults;
+    let op = operation(&request);
+    let eligible = faults.only.is_empty() || faults.only.contains(&op);
+    if eligible && fastrand::f64() < faults.fail {
         shared.injected.fetch_add(1, Ordering::Relaxed);
         return injected_failure(&request);
     }
+    let lose = eligible && fastrand::f64() < faults.lose;
+    let drop = !lose && eligible && fastrand::f64() < faults.drop;
+    let failure = injected_failure(&request);
     shared.forwarded.fetch_add(1, Ordering::Relaxed);
+    let response = forward(&shared, request).await;
+    if lose || drop {
+        // The upstream has done the work; read its whole answer, then hide it.
+        let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        if let Ok(mut lost) = shared.lost.lock() {
+            *lost.entry(op).or_default() += 1;
+        }
+        return if lose { failure } else { cut_connection() };
+    }
+    response
+}
+
+/// A 200 whose body ends in an error: the server aborts the connection mid-response.
+fn cut_connection() -> Response {
+    let body = Body::from_stream(futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection cut by the fault proxy",
+        ))
+    }));
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("64"));
+    response
+}
+
+async fn forward(shared: &Shared, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = match format!("{}{path}", shared.upstream).parse::<Uri>() {

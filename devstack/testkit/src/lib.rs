@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 mod fault_proxy;
-pub use fault_proxy::FaultProxy;
+pub use fault_proxy::{FaultProxy, Faults, operation};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

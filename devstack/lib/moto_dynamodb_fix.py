@@ -1,0 +1,206 @@
+"""Makes moto's DynamoDB behave like DynamoDB under concurrency.
+
+moto 5.2's TransactWriteItems takes a deep copy of every table a transaction touches before it
+starts and, when any condition fails, puts those copies back. Its server runs each request on
+its own thread, so a transaction that fails restores a table as it was before every write that
+other clients committed meanwhile: a committed transition disappears (seen with several
+workers on one table). DynamoDB never does that: a transaction is atomic and isolated, and a
+failed one writes nothing.
+
+Three changes, applied by `install()` before the server starts:
+1. Every DynamoDB request runs under one lock, so no request sees or interleaves with half a
+   transaction (requests to the other services are not affected).
+2. A failed transaction undoes only the items it wrote, from copies of those items taken just
+   before each write, instead of restoring whole tables (which also cost a copy of the whole
+   table per transaction).
+3. `ClientRequestToken` is honoured as DynamoDB documents it: a transaction repeated with the
+   token of one that succeeded within the last 10 minutes succeeds again without writing
+   anything (so a retry after a lost response is not a failed condition), and the same token
+   with other parameters is an `IdempotentParameterMismatchException`. moto ignores the token.
+
+tests/python/test_moto_dynamodb.py hammers conditional transactions from many threads and
+checks that no committed write is lost.
+"""
+
+import copy
+import functools
+import json
+import threading
+import time
+
+from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
+    ConditionalCheckFailed,
+    DynamodbException,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.core.responses import ActionResult
+from moto.dynamodb.responses import DynamoHandler
+
+LOCK = threading.RLock()
+
+# DynamoDB's idempotency window for ClientRequestToken.
+TOKEN_WINDOW_SECS = 600
+# token -> (the request's parameters as canonical JSON, when it succeeded)
+_tokens = {}
+
+
+class IdempotentParameterMismatch(DynamodbException):
+    def __init__(self):
+        super().__init__(
+            ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException",
+            message="The request uses the same client token as a previous, but non-identical request.",
+        )
+
+_OPS = {"ConditionCheck", "Put", "Delete", "Update"}
+
+
+def _key_of(backend, table_name, op_type, op):
+    if op_type != "Put":
+        return op["Key"]
+    attrs = op["Item"]
+    table = backend.get_table(table_name)
+    key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+    if table.range_key_attr is not None:
+        key[table.range_key_attr] = attrs[table.range_key_attr]
+    return key
+
+
+def _restore(backend, table_name, key, old):
+    """Puts back `old` (an Item, or None for "absent") under `key`."""
+    table = backend.get_table(table_name)
+    hash_value, range_value = backend.get_keys_value(table, key)
+    if old is None:
+        table.delete_item(hash_value, range_value)
+    elif range_value is not None:
+        table.items[hash_value][range_value] = old
+    else:
+        table.items[hash_value] = old
+
+
+def transact_write_items(self, transact_items):
+    """moto's algorithm with per-item undo instead of whole-table restore, under the lock."""
+    with LOCK:
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        seen = set()
+        undo = []  # (table, key, item before the write) in write order
+        errors = []
+
+        def rollback():
+            for table_name, key, old in reversed(undo):
+                _restore(self, table_name, key, old)
+
+        for item in transact_items:
+            original_item = None
+            if len(item) > 1:
+                raise TransactWriteSingleOpException
+            try:
+                op_type, op = next(iter(item.items()))
+                if op_type not in _OPS:
+                    raise ValueError("Unsupported transaction operation")
+                table_name = op["TableName"]
+                names = op.get("ExpressionAttributeNames")
+                values = op.get("ExpressionAttributeValues")
+                condition = op.get("ConditionExpression")
+                key = _key_of(self, table_name, op_type, op)
+                identity = (str(table_name), str(dict(sorted(key.items()))))
+                if identity in seen:
+                    raise MultipleTransactionsException()
+                seen.add(identity)
+
+                current = self.get_item(table_name, key)
+                if condition is not None:
+                    check = get_filter_expression(condition, names, values)
+                    if not check.expr(current):
+                        if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                            original_item = current.to_json()["Attributes"]
+                        raise ConditionalCheckFailed(item=original_item)
+                if op_type != "ConditionCheck":
+                    undo.append((table_name, key, copy.deepcopy(current)))
+                if op_type == "Put":
+                    self.put_item(
+                        table_name,
+                        op["Item"],
+                        condition_expression=condition,
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
+                elif op_type == "Delete":
+                    self.delete_item(
+                        table_name,
+                        key,
+                        condition_expression=condition,
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
+                elif op_type == "Update":
+                    self.update_item(
+                        table_name,
+                        key,
+                        update_expression=op["UpdateExpression"],
+                        condition_expression=condition,
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
+                errors.append((None, None, None))
+            except (MultipleTransactionsException, MockValidationException):
+                rollback()
+                raise
+            except ConditionalCheckFailed as e:
+                errors.append(("ConditionalCheckFailed", str(e.message), original_item))
+            except Exception as e:  # noqa: BLE001 (moto reports every other failure per item too)
+                errors.append((type(e).__name__, str(e), original_item))
+
+        if any(code is not None for code, _, _ in errors):
+            rollback()
+            raise TransactionCanceledException(errors)
+
+
+def _with_token(method):
+    """The handler's TransactWriteItems with DynamoDB's ClientRequestToken semantics."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return method(self, *args, **kwargs)
+        params = json.dumps(self.body.get("TransactItems"), sort_keys=True)
+        now = time.monotonic()
+        for old in [t for t, (_, at) in _tokens.items() if now - at > TOKEN_WINDOW_SECS]:
+            del _tokens[old]
+        seen = _tokens.get(token)
+        if seen is not None:
+            if seen[0] != params:
+                raise IdempotentParameterMismatch()
+            return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+        result = method(self, *args, **kwargs)
+        _tokens[token] = (params, now)
+        return result
+
+    return wrapper
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with LOCK:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def install():
+    """Applies both changes; idempotent."""
+    if getattr(DynamoDBBackend, "_devstack_fixed", False):
+        return
+    DynamoDBBackend.transact_write_items = transact_write_items
+    DynamoHandler.transact_write_items = _with_token(DynamoHandler.transact_write_items)
+    DynamoHandler.call_action = _locked(DynamoHandler.call_action)
+    DynamoDBBackend._devstack_fixed = True

@@ -1,0 +1,103 @@
+//! Who may be mailed. Every email the worker sends — success or failure — goes only to
+//! recipients returned by [`recipients`], which applies the configured allow-list; a request
+//! rejected for its recipients mails none of them (only [`operator_recipients`], from the
+//! configuration, may be told).
+
+use crate::config::Settings;
+use crate::error::JobError;
+use crate::message::{EmailAddress, ExportRequest};
+
+/// The request's recipients (or the configured defaults), each checked against the allow-list.
+pub fn recipients(
+    settings: &Settings,
+    request: &ExportRequest,
+) -> Result<Vec<EmailAddress>, JobError> {
+    let recipients = if request.recipients.is_empty() {
+        parse_all(&settings.email.default_recipients)
+    } else {
+        request.recipients.clone()
+    };
+    if recipients.is_empty() {
+        return Err(JobError::rejected(
+            "no_recipients",
+            "the request names no recipients and none are configured",
+        ));
+    }
+    let allowed = &settings.email.allowed_domains;
+    if let Some(r) = recipients.iter().find(|r| {
+        !allowed.is_empty() && !allowed.iter().any(|d| d.eq_ignore_ascii_case(r.domain()))
+    }) {
+        // The domain is the operator's business; the address stays out of records and logs.
+        return Err(JobError::rejected(
+            "recipient_not_allowed",
+            format!("recipient domain {} is not allowed", r.domain()),
+        ));
+    }
+    Ok(recipients)
+}
+
+/// The configured operator addresses, told when a request is rejected for its recipients.
+pub fn operator_recipients(settings: &Settings) -> Vec<EmailAddress> {
+    parse_all(&settings.email.operator_recipients)
+}
+
+/// Addresses from the configuration (validated when it was loaded).
+fn parse_all(addresses: &[String]) -> Vec<EmailAddress> {
+    addresses
+        .iter()
+        .filter_map(|r| EmailAddress::parse(r).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Format, QuerySource, RequestId};
+
+    fn request(to: &[&str]) -> ExportRequest {
+        ExportRequest {
+            request_id: RequestId::parse("r").unwrap(),
+            query: QuerySource::Sql("select 1".into()),
+            format: Format::Csv,
+            layout: None,
+            recipients: to.iter().map(|a| EmailAddress::parse(a).unwrap()).collect(),
+            requested_by: None,
+        }
+    }
+
+    fn settings() -> Settings {
+        let mut s = Settings::for_tests();
+        s.email.allowed_domains = vec!["example.com".into()];
+        s.email.default_recipients = vec!["team@example.com".into()];
+        s.email.operator_recipients = vec!["ops@example.com".into()];
+        s
+    }
+
+    #[test]
+    fn only_allow_listed_domains_pass() {
+        let s = settings();
+        let ok = recipients(&s, &request(&["a@EXAMPLE.com"])).unwrap();
+        assert_eq!(ok.len(), 1);
+        let e = recipients(&s, &request(&["a@example.com", "b@evil.test"])).unwrap_err();
+        assert_eq!(e.code(), "recipient_not_allowed");
+        assert!(
+            !e.to_string().contains("b@"),
+            "no address in the error: {e}"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_the_request_names_none() {
+        let mut s = settings();
+        assert_eq!(
+            recipients(&s, &request(&[])).unwrap()[0].to_string(),
+            "team@example.com"
+        );
+        s.email.default_recipients.clear();
+        assert_eq!(
+            recipients(&s, &request(&[])).unwrap_err().code(),
+            "no_recipients"
+        );
+        assert_eq!(operator_recipients(&s)[0].to_string(), "ops@example.com");
+    }
+}
