@@ -10,6 +10,7 @@ use crate::aws::AwsResultExt;
 use crate::config::EmailTransport;
 use crate::job::Services;
 use crate::message::RequestId;
+use crate::state::OPEN_INDEX;
 
 /// One probe's verdict.
 pub struct Probe {
@@ -162,17 +163,40 @@ async fn table(svc: &Services) -> Result<String, String> {
             .iter()
             .any(|d| d.attribute_name() == attr && *d.attribute_type() == ScalarAttributeType::S)
     };
-    if key("request_id", KeyType::Hash)
+    if !(key("request_id", KeyType::Hash)
         && key("sk", KeyType::Range)
         && string("request_id")
-        && string("sk")
+        && string("sk"))
     {
-        Ok("partition key request_id (S), sort key sk (S)".into())
-    } else {
-        Err(format!(
+        return Err(format!(
             "table {name} must have partition key request_id (S) and sort key sk (S)"
-        ))
+        ));
     }
+    let index = t
+        .global_secondary_indexes()
+        .iter()
+        .find(|i| i.index_name() == Some(OPEN_INDEX));
+    let index_ok = index.is_some_and(|i| {
+        let keys = i.key_schema();
+        keys.iter()
+            .any(|k| k.attribute_name() == "open_shard" && *k.key_type() == KeyType::Hash)
+            && keys
+                .iter()
+                .any(|k| k.attribute_name() == "updated_at" && *k.key_type() == KeyType::Range)
+    });
+    if !index_ok && svc.settings.sweeper.enabled {
+        return Err(format!(
+            "table {name} needs the global secondary index {OPEN_INDEX} (partition key open_shard (S), sort key updated_at (S), keys only) for the sweeper; see docs/OPERATIONS.md"
+        ));
+    }
+    Ok(format!(
+        "partition key request_id (S), sort key sk (S), index {OPEN_INDEX}{}",
+        if index_ok {
+            ""
+        } else {
+            " missing (sweeper off)"
+        }
+    ))
 }
 
 async fn bucket(svc: &Services, name: &str, key: &str) -> Result<String, String> {

@@ -1,4 +1,4 @@
-//! The command line: `run`, `submit`, `status`, `cancel`, `check`. Exit codes: 0 success, 1 the thing asked
+//! The command line: `run`, `submit`, `status`, `cancel`, `check`, `dlq`. Exit codes: 0 success, 1 the thing asked
 //! about is not there or not done, 64 bad usage or configuration (EX_USAGE), 69 a dependency
 //! could not be reached (EX_UNAVAILABLE).
 
@@ -85,6 +85,42 @@ enum Command {
         #[arg(long)]
         url: bool,
     },
+    /// Inspect and settle the dead-letter queue.
+    Dlq {
+        #[arg(long, short, env = "EXPORT_WORKER_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the messages with their reason and the state of the request each names.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Send messages back to the request queue.
+    Redrive(DlqPick),
+    /// Record the requests the messages name FAILED (dead_lettered) and remove the messages.
+    Fail(DlqPick),
+    /// Remove messages.
+    Delete(DlqPick),
+}
+
+#[derive(Debug, clap::Args)]
+struct DlqPick {
+    /// SQS message ids, as `dlq list` shows them.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    message_ids: Vec<String>,
+    /// Every message in the dead-letter queue.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -132,7 +168,8 @@ impl Command {
             | Command::Submit { config, .. }
             | Command::Check { config }
             | Command::Cancel { config, .. }
-            | Command::Status { config, .. } => config,
+            | Command::Status { config, .. }
+            | Command::Dlq { config, .. } => config,
         }
     }
 }
@@ -188,6 +225,75 @@ async fn dispatch(command: Command) -> ExitCode {
             url,
             ..
         } => status(settings, &request_id, all, json, url).await,
+        Command::Dlq { action, .. } => dlq(settings, action).await,
+    }
+}
+
+async fn dlq(settings: Settings, action: DlqCommand) -> ExitCode {
+    use crate::dlq::{self, Action};
+    let svc = match Services::new(settings).await {
+        Ok(svc) => svc,
+        Err(e) => {
+            eprintln!("redshift-export-worker: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let (action, pick) = match action {
+        DlqCommand::List { json, max } => {
+            return match dlq::list(&svc, max).await {
+                Ok(entries) => {
+                    for e in &entries {
+                        if json {
+                            println!("{}", serde_json::to_string(e).unwrap_or_default());
+                        } else {
+                            println!(
+                                "{}  {}  request {} ({})  received {}x  {}",
+                                e.message_id,
+                                e.error_code,
+                                e.request_id.as_deref().unwrap_or("-"),
+                                e.status.as_deref().unwrap_or("not recorded"),
+                                e.receive_count,
+                                e.error_message
+                            );
+                        }
+                    }
+                    if !json {
+                        println!("{} message(s)", entries.len());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redshift-export-worker: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            };
+        }
+        DlqCommand::Redrive(p) => (Action::Redrive, p),
+        DlqCommand::Fail(p) => (Action::Fail, p),
+        DlqCommand::Delete(p) => (Action::Delete, p),
+    };
+    match dlq::act(&svc, action, &pick.message_ids).await {
+        Ok(done) => {
+            let mut failed = false;
+            for (id, result) in done {
+                match result {
+                    Ok(what) => println!("ok    {id}: {what}"),
+                    Err(why) => {
+                        failed = true;
+                        println!("FAIL  {id}: {why}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("redshift-export-worker: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
     }
 }
 
@@ -232,6 +338,9 @@ async fn run(settings: Settings) -> ExitCode {
         svc.health.clone(),
         Duration::from_secs(15),
     ));
+    if svc.settings.sweeper.enabled {
+        tokio::spawn(crate::sweeper::run(svc.clone(), stopped.clone()));
+    }
     crate::systemd::notify("READY=1\nSTATUS=receiving export requests");
     if let Some(interval) = crate::systemd::watchdog_interval() {
         tokio::spawn(async move {

@@ -107,6 +107,8 @@ impl JobError {
             }
             "cancelled" => "The export was cancelled.",
             "attempts_exhausted" => "The export failed repeatedly and was given up.",
+            "orphaned" => "The export stopped and could not be resumed.",
+            "dead_lettered" => "The export was stopped by an operator.",
             _ => "The export could not be completed.",
         }
     }

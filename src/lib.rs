@@ -14,6 +14,10 @@
 //! 5. [`presign`] signs a download link; [`notify`] emails it through SES v2 or SMTP.
 //! 6. The request is marked COMPLETED and the message deleted.
 //!
+//! Whatever happens to a message, [`sweeper`] finds requests that stopped moving with no job
+//! holding them and sends them again from their recorded request, or fails them `orphaned`;
+//! [`dlq`] is the operator's tool for the dead-letter queue.
+//!
 //! Every failure is a [`error::JobError`], classified once as transient (retried, then the
 //! message is released) or permanent (`FAILED` with a stable `error_code`); AWS SDK errors are
 //! classified by [`aws::AwsError`]. [`config`] holds the typed settings, [`cli`] the commands,
@@ -26,6 +30,7 @@ pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod job;
 pub mod message;
@@ -36,6 +41,7 @@ pub mod presign;
 pub mod redshift;
 pub mod sqlcheck;
 pub mod state;
+pub mod sweeper;
 pub mod systemd;
 pub mod telemetry;
 pub mod template;

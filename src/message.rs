@@ -114,7 +114,9 @@ pub struct ExportRequest {
 }
 
 /// What a request asked for, in one canonical form: stored in the state item so that a later
-/// message with the same request id can be told apart from a true redelivery.
+/// message with the same request id can be told apart from a true redelivery. The form is a
+/// version 1 message without its request id, so the sweeper can send the request again
+/// ([`redrive_body`]) when its message is gone.
 #[derive(serde::Serialize)]
 struct Canonical<'a> {
     version: u32,
@@ -127,9 +129,15 @@ struct Canonical<'a> {
     format: Format,
     #[serde(skip_serializing_if = "Option::is_none")]
     layout: Option<Layout>,
-    recipients: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify: Option<CanonicalNotify>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requested_by: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct CanonicalNotify {
+    email: Vec<String>,
 }
 
 /// The canonical form of a request and its fingerprint (SHA-256 of that form, hex).
@@ -159,6 +167,18 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A message body for a stored canonical request: the same request (the same fingerprint)
+/// under its request id.
+pub fn redrive_body(canonical: &str, request_id: &RequestId) -> Result<String, String> {
+    let mut message: serde_json::Map<String, Value> = serde_json::from_str(canonical)
+        .map_err(|e| format!("the stored request is not a JSON object: {e}"))?;
+    message.insert(
+        "request_id".into(),
+        Value::String(request_id.as_str().to_string()),
+    );
+    Ok(Value::Object(message).to_string())
+}
+
 impl ExportRequest {
     /// The request in canonical JSON (fields in a fixed order, parameters sorted by name;
     /// parameter values are scalars, so their text is fixed too) and its fingerprint.
@@ -174,7 +194,9 @@ impl ExportRequest {
             sql,
             format: self.format,
             layout: self.layout,
-            recipients: self.recipients.iter().map(ToString::to_string).collect(),
+            notify: (!self.recipients.is_empty()).then(|| CanonicalNotify {
+                email: self.recipients.iter().map(ToString::to_string).collect(),
+            }),
             requested_by: self.requested_by.as_deref(),
         };
         #[expect(
@@ -555,6 +577,27 @@ mod tests {
                 .code,
             "too_many_recipients"
         );
+    }
+
+    #[test]
+    fn a_redriven_request_is_the_same_request() {
+        for body in [
+            r#"{"version":1,"request_id":"r1","query":"q","params":{"b":2,"a":"x"},"layout":"parts","notify":{"email":["a@example.com"]},"requested_by":"p"}"#,
+            r#"{"version":1,"request_id":"r1","sql":"select 1","format":"json"}"#,
+            r#"{"requestid":"r1","sku":"FLOWER12","productname":"x"}"#,
+        ] {
+            let original = parse_str(body).unwrap();
+            let asked = original.fingerprinted();
+            let again = redrive_body(&asked.canonical, &original.request_id).unwrap();
+            let redriven = parse_str(&again).unwrap();
+            assert_eq!(redriven, original, "{again}");
+            assert_eq!(redriven.fingerprinted(), asked);
+        }
+        let a =
+            parse_str(r#"{"version":1,"request_id":"r","query":"q","params":{"n":1}}"#).unwrap();
+        let b =
+            parse_str(r#"{"version":1,"request_id":"r","query":"q","params":{"n":2}}"#).unwrap();
+        assert_ne!(a.fingerprinted().fingerprint, b.fingerprinted().fingerprint);
     }
 
     #[test]

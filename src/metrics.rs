@@ -40,6 +40,11 @@ pub struct Metrics {
     /// AWS API attempts (SDK retries included), by service, operation and outcome (ok,
     /// client_error, server_error, no_response).
     pub aws_requests: IntCounterVec,
+    /// Open requests found idle with no live lease by the sweeper, by action (redriven,
+    /// orphaned) — each one was a request whose message had gone.
+    pub sweeper_actions: IntCounterVec,
+    /// Sweeps, by outcome (ok, error).
+    pub sweeps: IntCounterVec,
     /// 1, with the version as a label.
     pub build_info: IntGaugeVec,
 }
@@ -123,6 +128,16 @@ impl Metrics {
             "AWS API attempts, SDK retries included, by service, operation and outcome.",
             &["service", "operation", "outcome"],
         );
+        let sweeper_actions = counter_vec(
+            "sweeper_actions_total",
+            "Open requests found idle and unleased by the sweeper, by action taken.",
+            &["action"],
+        );
+        let sweeps = counter_vec(
+            "sweeps_total",
+            "Sweeps for idle open requests, by outcome.",
+            &["outcome"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("redshift_export_build_info", "Build information; always 1."),
             &["version"],
@@ -143,6 +158,10 @@ impl Metrics {
         }
         for outcome in ["ok", "error"] {
             let _ = visibility_extensions.with_label_values(&[outcome]);
+            let _ = sweeps.with_label_values(&[outcome]);
+        }
+        for action in ["redriven", "orphaned"] {
+            let _ = sweeper_actions.with_label_values(&[action]);
         }
         Metrics {
             registry,
@@ -156,6 +175,8 @@ impl Metrics {
             visibility_extensions,
             retries,
             aws_requests,
+            sweeper_actions,
+            sweeps,
             build_info,
         }
     }

@@ -343,3 +343,88 @@ async fn max_attempts_must_be_below_the_queues_max_receive_count() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn dlq_lists_redrives_fails_and_deletes() {
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let mut daemon = Daemon::start(&[redshift_at(&emulator)]).await;
+    // A message the worker dead-letters itself (no request id)…
+    daemon.send("not json at all").await;
+    // …and a request whose message SQS moved after too many receives while it was running.
+    let rid = daemon.request_sku("FLOWER12").await;
+    wait_status(&rid, "QUERYING", 60).await;
+    daemon.signal("KILL");
+    daemon.wait_exit(10).await;
+    let body = json!({"version": 1, "request_id": rid, "query": "product_detail_by_sku",
+        "params": {"sku": "FLOWER12"}});
+    sqs()
+        .send_message()
+        .queue_url(&daemon.dlq_url)
+        .message_body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let on = [
+        ("EXPORT_WORKER__QUEUE__URL", daemon.queue_url.as_str()),
+        (
+            "EXPORT_WORKER__QUEUE__DEAD_LETTER_URL",
+            daemon.dlq_url.as_str(),
+        ),
+    ];
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        let listed = cli(&["dlq", "list", "--json"], &on).await;
+        assert!(listed.status.success(), "{listed:?}");
+        entries = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if entries.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let find = |code: &str| {
+        entries
+            .iter()
+            .find(|e| e["error_code"] == code)
+            .unwrap_or_else(|| panic!("no {code} in {entries:?}"))
+            .clone()
+    };
+    let unusable = find("invalid_json");
+    let redriven = find("redrive_policy");
+    assert_eq!(redriven["request_id"], rid.as_str());
+    assert_eq!(redriven["status"], "QUERYING");
+
+    let failed = cli(
+        &["dlq", "fail", redriven["message_id"].as_str().unwrap()],
+        &on,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&failed.stdout).to_string();
+    assert!(failed.status.success(), "{text}");
+    assert!(text.contains("is FAILED"), "{text}");
+    let state = wait_terminal(&rid, 10).await;
+    assert_eq!(state["error_code"], "dead_lettered", "{state:?}");
+
+    // The unusable message goes back to the request queue (and nobody listens there now).
+    let back = cli(
+        &["dlq", "redrive", unusable["message_id"].as_str().unwrap()],
+        &on,
+    )
+    .await;
+    assert!(back.status.success(), "{back:?}");
+    let requeued = take_messages(&daemon.queue_url).await;
+    assert!(
+        requeued.iter().any(|(b, _)| b == "not json at all"),
+        "{requeued:?}"
+    );
+    let listed = cli(&["dlq", "list"], &on).await;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("0 message(s)"),
+        "{listed:?}"
+    );
+    let missing = cli(&["dlq", "delete", "no-such-message"], &on).await;
+    assert_eq!(missing.status.code(), Some(1));
+}

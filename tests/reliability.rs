@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
 use support::*;
 use testkit::var;
@@ -486,4 +487,91 @@ async fn lost_responses_cost_no_redelivery() {
         rids.len() as f64,
         "each message received once: no request waited for a redelivery ({lost:?})"
     );
+}
+
+/// Makes `rid` look lost for longer than any sweeper.idle_secs: it last moved long ago, its
+/// lease lapsed, and it was already sent again `redrives` times.
+async fn age(rid: &str, redrives: u32) {
+    dynamodb()
+        .update_item()
+        .table_name(var("DEVSTACK_TABLE"))
+        .key("request_id", AttributeValue::S(rid.into()))
+        .key("sk", AttributeValue::S("state".into()))
+        .update_expression(
+            "SET updated_at = :long_ago, lease_expires_at = :lapsed, redrives = :redrives",
+        )
+        .expression_attribute_values(
+            ":long_ago",
+            AttributeValue::S("2000-01-01T00:00:00.000000Z".into()),
+        )
+        .expression_attribute_values(":lapsed", AttributeValue::N("1".into()))
+        .expression_attribute_values(":redrives", AttributeValue::N(redrives.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn requests_whose_message_is_gone_are_sent_again_or_fail_orphaned() {
+    // One test, one sweeping daemon: sweepers act on the whole table, and each test daemon
+    // has a queue of its own.
+    let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
+    let overrides = [
+        redshift_at(&emulator),
+        ("EXPORT_WORKER__SWEEPER__ENABLED", "true"),
+        ("EXPORT_WORKER__SWEEPER__INTERVAL_SECS", "1"),
+        ("EXPORT_WORKER__SWEEPER__MAX_REDRIVES", "1"),
+    ];
+    let mut first = Daemon::start(&overrides).await;
+    let resumed = first.request_sku("FLOWER12").await;
+    let given_up = first.request_sku("FLOWER12").await;
+    let querying = wait_status(&resumed, "QUERYING", 60).await;
+    wait_status(&given_up, "QUERYING", 60).await;
+    // The worker dies and the messages are gone (deleted by hand, expired, or moved to the
+    // dead-letter queue by the queue's own redrive): the next worker listens on a queue of
+    // its own, where they never were.
+    first.signal("KILL");
+    first.wait_exit(10).await;
+    age(&resumed, 0).await;
+    age(&given_up, 1).await;
+    emulator.set_faults("{}").await;
+    emulator.admin("POST", "release", "").await;
+    let _sweeping = Daemon::start(&overrides).await;
+
+    let done = wait_terminal(&resumed, 60).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:?}");
+    assert_eq!(done["redrives"], "1");
+    assert_eq!(
+        done["statement_id"], querying["statement_id"],
+        "re-attached"
+    );
+    assert_eq!(
+        unloads(&emulator.url, &resumed).await,
+        1,
+        "exactly one UNLOAD"
+    );
+    assert_eq!(smtp_mails(&resumed).len(), 1, "one email");
+    assert_eq!(
+        history(&resumed).await,
+        [
+            "QUEUED",
+            "QUERYING",
+            "QUERYING",
+            "ARCHIVING",
+            "NOTIFYING",
+            "COMPLETED"
+        ],
+        "the re-drive is in the history"
+    );
+    assert!(!done.contains_key("open_shard"), "out of the open index");
+
+    let failed = wait_terminal(&given_up, 60).await;
+    assert_eq!(failed["status"], "FAILED", "{failed:?}");
+    assert_eq!(failed["error_code"], "orphaned");
+    assert!(!failed.contains_key("open_shard"), "out of the open index");
+    // Its recipients (the configured default, allow-listed) hear of it.
+    wait_smtp_to(&given_up, "partner@example.com", 30).await;
+    let mail = smtp_mail(&given_up).await;
+    let text = mail["text"].as_str().unwrap();
+    assert!(text.contains("could not be resumed"), "{text}");
 }

@@ -29,10 +29,23 @@ def main():
             AttributeDefinitions=[
                 {"AttributeName": "request_id", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "open_shard", "AttributeType": "S"},
+                {"AttributeName": "updated_at", "AttributeType": "S"},
             ],
             KeySchema=[
                 {"AttributeName": "request_id", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            # The sparse index of open requests the sweeper reads (docs/OPERATIONS.md).
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "open-requests",
+                    "KeySchema": [
+                        {"AttributeName": "open_shard", "KeyType": "HASH"},
+                        {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -40,7 +53,7 @@ def main():
         ddb.update_time_to_live(
             TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
         )
-    print(f"  table {table} (request_id, sk; TTL on expires_at)")
+    print(f"  table {table} (request_id, sk; index open-requests; TTL on expires_at)")
 
     s3 = boto3.client("s3")
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}

@@ -219,6 +219,22 @@ impl Settings {
             "sql.allowed_schemas must not name a system schema (pg_catalog, information_schema, …)"
                 .into(),
         );
+        let sw = &self.sweeper;
+        check(
+            sw.interval_secs >= 1,
+            "sweeper.interval_secs must be at least 1".into(),
+        );
+        check(
+            sw.idle_secs
+                > u64::from(self.queue.visibility_timeout_secs)
+                    + u64::from(self.worker.retry_delay_secs),
+            format!(
+                "sweeper.idle_secs ({}) must exceed queue.visibility_timeout_secs + worker.retry_delay_secs ({}): a request waiting for its message to come back is not lost",
+                sw.idle_secs,
+                u64::from(self.queue.visibility_timeout_secs)
+                    + u64::from(self.worker.retry_delay_secs)
+            ),
+        );
         check(
             self.worker.max_attempts >= 1,
             "worker.max_attempts must be at least 1".into(),

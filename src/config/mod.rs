@@ -30,6 +30,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub sql: SqlSettings,
+    #[serde(default)]
+    pub sweeper: SweeperSettings,
     /// Named query templates, by name.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateSpec>,
@@ -309,6 +311,33 @@ impl Default for WorkerSettings {
             stage_retries: 3,
             retry_delay_secs: 30,
             shutdown_grace_secs: 60,
+        }
+    }
+}
+
+/// The sweeper: no request stays open for ever, whatever happened to its message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweeperSettings {
+    /// Run the sweeper in this process (safe with any number of replicas).
+    pub enabled: bool,
+    /// Seconds between sweeps (each replica; a little jitter is added).
+    pub interval_secs: u64,
+    /// An open request that has not moved for this long and that no live job holds has lost
+    /// its message. Must exceed the queue's visibility timeout plus the retry delay.
+    pub idle_secs: u64,
+    /// Times such a request is sent again from its recorded request before it fails with
+    /// `orphaned`.
+    pub max_redrives: u32,
+}
+
+impl Default for SweeperSettings {
+    fn default() -> Self {
+        SweeperSettings {
+            enabled: true,
+            interval_secs: 60,
+            idle_secs: 900,
+            max_redrives: 2,
         }
     }
 }

@@ -14,8 +14,10 @@ use crate::error::JobError;
 use crate::message::{Fingerprinted, RequestId};
 
 mod lease;
+mod open;
 
 pub use lease::LeaseOwner;
+pub use open::{OPEN_INDEX, OPEN_SHARDS};
 
 /// Lifecycle of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct StateItem {
     /// SHA-256 of `request` (or of an invalid message's body): a message with the same
     /// request id and another fingerprint is not a redelivery and must not touch the item.
     pub fingerprint: Option<String>,
+    /// How often the sweeper sent the request again because its message had gone.
+    pub redrives: u32,
     /// Set by `cancel`; the worker stops at its next check and records CANCELLED.
     pub cancel_requested: bool,
     /// The job working on the request (worker id and a per-job token), and until when (epoch
@@ -224,6 +228,10 @@ impl StateStore {
             ("version".to_string(), n(1)),
             ("expires_at".to_string(), self.expires_at(now)),
             ("fingerprint".to_string(), s(&asked.fingerprint)),
+            (
+                open::OPEN_SHARD.to_string(),
+                s(open::shard_of(request_id.as_str())),
+            ),
         ]);
         if !asked.canonical.is_empty() {
             item.insert("request".into(), s(&asked.canonical));
@@ -325,8 +333,9 @@ impl StateStore {
             .key("sk", s(STATE_SK))
             .update_expression(if to.is_terminal() {
                 format!(
-                    "SET {} REMOVE lease_owner, lease_expires_at",
-                    sets.join(", ")
+                    "SET {} REMOVE lease_owner, lease_expires_at, {}",
+                    sets.join(", "),
+                    open::OPEN_SHARD
                 )
             } else {
                 format!("SET {}", sets.join(", "))
@@ -526,6 +535,7 @@ fn parse_state(item: &HashMap<String, AttributeValue>) -> Result<StateItem, JobE
         error_message: text("error_message"),
         request: text("request"),
         fingerprint: text("fingerprint"),
+        redrives: num("redrives").unwrap_or(0) as u32,
         cancel_requested: item
             .get("cancel_requested")
             .and_then(|v| v.as_bool().ok())

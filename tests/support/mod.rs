@@ -121,6 +121,9 @@ impl Daemon {
             .env("EXPORT_WORKER_LOG", "info")
             // Tests run side by side: each admin listener takes a free port.
             .env("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0")
+            // A sweeper acts on the whole (shared) table but sends to its own daemon's queue;
+            // tests of the sweeper turn it on.
+            .env("EXPORT_WORKER__SWEEPER__ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
