@@ -108,6 +108,8 @@ impl JobError {
             "cancelled" => "The export was cancelled.",
             "attempts_exhausted" => "The export failed repeatedly and was given up.",
             "orphaned" => "The export stopped and could not be resumed.",
+            "export_too_large" => "The export is larger than this service allows.",
+            "archive_timeout" => "Packing the export took too long and was stopped.",
             "dead_lettered" => "The export was stopped by an operator.",
             _ => "The export could not be completed.",
         }

@@ -305,15 +305,14 @@ async fn run_stages(
                     statement_id: Some(id.clone()),
                     ..Changes::default()
                 };
-                *item = svc
-                    .state
-                    .transition(
-                        item,
-                        Status::Querying,
-                        changes,
-                        &format!("statement {id} submitted"),
-                    )
-                    .await?;
+                *item = advance(
+                    svc,
+                    item,
+                    Status::Querying,
+                    changes,
+                    &format!("statement {id} submitted"),
+                )
+                .await?;
             }
             Status::Querying => {
                 let Some(id) = item.statement_id.clone() else {
@@ -330,17 +329,26 @@ async fn run_stages(
                 // A transient DescribeStatement failure is retried by re-attaching later.
                 let finished = finished?;
                 tracing::info!(result_rows = finished.result_rows, "statement finished");
+                let max_rows = s.archive.max_rows;
+                if max_rows > 0 && u64::try_from(finished.result_rows).unwrap_or(0) > max_rows {
+                    return Err(JobError::rejected(
+                        "export_too_large",
+                        format!(
+                            "the query returned {} rows; at most {max_rows} may be exported (archive.max_rows)",
+                            finished.result_rows
+                        ),
+                    ));
+                }
                 svc.metrics
                     .observe_stage("query", stage_started.elapsed().as_secs_f64());
-                *item = svc
-                    .state
-                    .transition(
-                        item,
-                        Status::Archiving,
-                        Changes::default(),
-                        "query finished",
-                    )
-                    .await?;
+                *item = advance(
+                    svc,
+                    item,
+                    Status::Archiving,
+                    Changes::default(),
+                    "query finished",
+                )
+                .await?;
             }
             Status::Archiving => {
                 let plan = Plan {
@@ -367,10 +375,7 @@ async fn run_stages(
                     archive_key: Some(archived.key.clone()),
                     ..Changes::default()
                 };
-                *item = svc
-                    .state
-                    .transition(item, Status::Notifying, changes, "archive written")
-                    .await?;
+                *item = advance(svc, item, Status::Notifying, changes, "archive written").await?;
                 if s.upload.delete_after_archive {
                     match svc.archiver.delete_unloaded(&prefix).await {
                         Ok(n) => tracing::debug!(objects = n, "unloaded files deleted"),
@@ -386,10 +391,7 @@ async fn run_stages(
                     changes.notified_at = Some(sent_at);
                     changes.url_expires_at = Some(expires_at);
                 }
-                *item = svc
-                    .state
-                    .transition(item, Status::Completed, changes, "email accepted")
-                    .await?;
+                *item = advance(svc, item, Status::Completed, changes, "email accepted").await?;
                 svc.metrics
                     .observe_stage("notify", stage_started.elapsed().as_secs_f64());
                 svc.metrics.rows_exported.inc_by(item.rows.unwrap_or(0));
@@ -406,6 +408,24 @@ async fn run_stages(
             terminal => return Ok(terminal),
         }
     }
+}
+
+/// Records a transition, retrying transient failures like any other stage step (a write
+/// whose response was lost is recognised as this job's own by the state store).
+async fn advance(
+    svc: &Services,
+    item: &StateItem,
+    to: Status,
+    changes: Changes,
+    detail: &str,
+) -> Result<StateItem, JobError> {
+    retrying(
+        &svc.metrics,
+        "record transition",
+        svc.settings.worker.stage_retries,
+        || svc.state.transition(item, to, changes.clone(), detail),
+    )
+    .await
 }
 
 fn stage_name(status: Status) -> &'static str {
@@ -457,8 +477,9 @@ async fn notify_ready(
             message: e,
             transient: false,
         })?;
+    let mail_id = format!("{}.{}", request.request_id, item.attempt);
     let id = retrying(&svc.metrics, "send email", s.worker.stage_retries, || {
-        svc.mailer.send(recipients, &rendered)
+        svc.mailer.send(recipients, &rendered, &mail_id)
     })
     .await?;
     tracing::info!(transport = svc.mailer.transport_name(), recipients = recipients.len(), message_id = ?id, "email accepted");
@@ -531,13 +552,7 @@ pub async fn fail(
         error_message: Some(crate::error::redact(&e.to_string())),
         ..Changes::default()
     };
-    let recorded = retrying(
-        &svc.metrics,
-        "record failure",
-        svc.settings.worker.stage_retries,
-        || svc.state.transition(&item, to, changes.clone(), e.code()),
-    )
-    .await;
+    let recorded = advance(svc, &item, to, changes, e.code()).await;
     match recorded {
         Ok(_) => {
             // Counted once, when recorded: a retried record must not count twice.
@@ -568,7 +583,12 @@ pub async fn fail(
         });
         match rendered {
             Ok(rendered) => {
-                if let Err(mail_error) = svc.mailer.send(recipients, &rendered).await {
+                let id = format!(
+                    "{request_id}.{}.{}",
+                    item.attempt,
+                    to.as_str().to_ascii_lowercase()
+                );
+                if let Err(mail_error) = svc.mailer.send(recipients, &rendered, &id).await {
                     tracing::warn!(error = %mail_error, "failure email not sent");
                 }
             }

@@ -415,7 +415,7 @@ pub fn parse(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(by) = &m.requested_by
-        && (by.len() > 256 || by.chars().any(char::is_control))
+        && (by.chars().count() > 256 || by.chars().any(char::is_control))
     {
         return Err(fail(
             "invalid_message",

@@ -545,7 +545,57 @@ async fn no_mail_reaches_a_recipient_outside_the_allow_list() {
         }
     }
     assert_eq!(smtp_mails(&mixed).len(), 1, "only the operator's");
-    assert_eq!(smtp_mails(&failing).len(), 1, "only the recipient's");
+    let failure_mails = smtp_mails(&failing);
+    assert_eq!(failure_mails.len(), 1, "only the recipient's");
+    // A resend of the same mail would carry the same Message-ID.
+    assert!(
+        failure_mails[0]
+            .1
+            .contains(&format!("Message-ID: <{failing}.1.failed@example.com>")),
+        "{}",
+        failure_mails[0].1
+    );
+}
+
+#[tokio::test]
+async fn exports_over_their_caps_fail_with_a_clear_code() {
+    let few_rows = Daemon::start(&[("EXPORT_WORKER__ARCHIVE__MAX_ROWS", "10")]).await;
+    let too_many = few_rows
+        .request("orders_between", json!({"first": 1, "last": 50}), json!({}))
+        .await;
+    let fits = few_rows
+        .request("orders_between", json!({"first": 1, "last": 10}), json!({}))
+        .await;
+    let few_bytes =
+        Daemon::start(&[("EXPORT_WORKER__ARCHIVE__MAX_UNCOMPRESSED_BYTES", "4000")]).await;
+    let mut too_big = Vec::new();
+    for layout in ["single", "parts"] {
+        too_big.push(
+            few_bytes
+                .request(
+                    "orders_between",
+                    json!({"first": 1, "last": 2000}),
+                    json!({"layout": layout}),
+                )
+                .await,
+        );
+    }
+    let state = wait_terminal(&too_many, 60).await;
+    assert_eq!(state["error_code"], "export_too_large", "{state:?}");
+    assert!(
+        state["error_message"].contains("archive.max_rows"),
+        "{state:?}"
+    );
+    assert_eq!(history(&too_many).await, ["QUEUED", "QUERYING", "FAILED"]);
+    assert_eq!(wait_terminal(&fits, 60).await["status"], "COMPLETED");
+    for rid in &too_big {
+        let state = wait_terminal(rid, 60).await;
+        assert_eq!(state["error_code"], "export_too_large", "{state:?}");
+        assert_eq!(
+            history(rid).await,
+            ["QUEUED", "QUERYING", "ARCHIVING", "FAILED"]
+        );
+    }
 }
 
 #[tokio::test]

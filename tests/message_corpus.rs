@@ -53,3 +53,50 @@ fn invalid_messages_are_rejected_with_a_code() {
         }
     }
 }
+
+/// One case of tests/messages/hostile.jsonl: a body (with `{rid}` standing for a fresh
+/// request id), the parser's verdict (`ok` or an error code) and what the worker must make of
+/// it: `COMPLETED`, `FAILED <code>` or `DLQ <code>`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub body: String,
+    pub parse: String,
+    pub outcome: String,
+    pub rows: Option<u64>,
+}
+
+pub fn hostile_corpus() -> Vec<Case> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/messages/hostile.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_hostile_corpus_parses_as_recorded() {
+    let cases = hostile_corpus();
+    assert!(cases.len() >= 120, "{} cases", cases.len());
+    for case in &cases {
+        let body = case.body.replace("{rid}", "hostile-case");
+        let parsed = message::parse(body.as_bytes(), "msg-1", 256 * 1024, &compat());
+        match (&parsed, case.parse.as_str()) {
+            (Ok(_), "ok") => {}
+            (Err(e), code) if e.code == code => {
+                // Without a request id a message can only be dead-lettered.
+                let expected = if e.request_id.is_some() {
+                    format!("FAILED {code}")
+                } else {
+                    format!("DLQ {code}")
+                };
+                assert_eq!(case.outcome, expected, "{}", case.name);
+            }
+            _ => panic!(
+                "{}: parsed as {parsed:?}, recorded {}",
+                case.name, case.parse
+            ),
+        }
+    }
+}

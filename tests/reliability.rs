@@ -175,148 +175,125 @@ async fn permanent_failures_fail_at_once_and_exhausted_retries_fail_with_their_c
     );
 }
 
-#[tokio::test]
-async fn hostile_messages_land_in_the_dlq_or_fail_with_their_code_while_valid_work_goes_on() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start(&[("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str())]).await;
-    let compat = redshift_export_worker::config::Settings::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/local.toml"
-    )))
-    .unwrap()
-    .compat;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/messages/invalid");
-    let mut bodies: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
-    bodies.extend([
-        "".to_string(),
-        "{".to_string(),
-        "null".to_string(),
-        "{}".to_string(),
-        json!({"version": 1, "request_id": "r", "query": "q", "params": {"x": "a\u{0}b"}}).to_string(),
-        format!("{{\"version\":1,\"request_id\":\"r\",\"query\":\"{}\"}}", "x".repeat(300_000)),
-        "[".repeat(5000),
-        json!({"version": 1e308, "request_id": "r", "query": "q"}).to_string(),
-        json!({"version": 1, "request_id": "r\u{202e}", "query": "q"}).to_string(),
-        json!({"version": 1, "request_id": "r", "query": "'; DROP TABLE x; --"}).to_string(),
-        json!({"version": 1, "request_id": "r", "query": "orders_between", "params": {"first": "1; drop", "last": 2}}).to_string(),
-        json!({"requestid": "r", "sku": {"$ne": 1}}).to_string(),
-    ]);
-    assert!(bodies.len() >= 30, "{} hostile messages", bodies.len());
+/// tests/messages/hostile.jsonl, as tests/message_corpus.rs reads it.
+#[derive(Debug, serde::Deserialize)]
+struct Case {
+    name: String,
+    body: String,
+    outcome: String,
+    rows: Option<u64>,
+}
 
+#[tokio::test]
+async fn the_hostile_corpus_ends_as_recorded_and_valid_work_goes_on() {
+    let (daemon, log) = Daemon::start_logged(&[]).await;
+    let admin = admin_address(&log).await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/messages/hostile.jsonl"
+    ))
+    .unwrap();
+    let cases: Vec<Case> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(cases.len() >= 120);
     let sqs = support::sqs();
-    let mut expectations = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
-        // Give each message that names request id "r" an id of its own.
-        let body = body.replace(
-            "\"r\"",
-            &format!("\"hostile-{i}-{}\"", &testkit::unique("x")[2..14]),
-        );
-        let body = if body.is_empty() {
-            " ".to_string()
-        } else {
-            body
-        };
-        let sent = sqs
+    let prefix = &testkit::unique("h")[..14];
+    // (case, body as sent, request id it must be recorded under)
+    let mut sent = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let rid = format!("{prefix}-{i}");
+        let body = case.body.replace("{rid}", &rid);
+        let out = sqs
             .send_message()
             .queue_url(&daemon.queue_url)
             .message_body(&body)
             .send()
             .await
             .unwrap();
-        let message_id = sent.message_id.unwrap();
-        // The worker's verdict is compared with the parser's own.
-        let parsed = redshift_export_worker::message::parse(
-            body.as_bytes(),
-            &message_id,
-            256 * 1024,
-            &compat,
-        );
-        expectations.push((body, message_id, parsed));
+        let rid = if case.body.contains("{rid}") {
+            rid
+        } else {
+            out.message_id.unwrap()
+        };
+        sent.push((case, body, rid));
     }
     let valid = daemon.request_sku("FLOWER14").await;
 
-    let mut dead_lettered = 0;
-    let mut failed = 0;
-    for (body, _, parsed) in &expectations {
-        match parsed {
-            Ok(request) => {
-                let state = wait_terminal(request.request_id.as_str(), 180).await;
-                assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
-                assert!(!state["error_code"].is_empty());
-                failed += 1;
-            }
-            Err(e) if e.request_id.is_some() => {
-                let state = wait_terminal(e.request_id.as_ref().unwrap().as_str(), 180).await;
-                assert_eq!(state["status"], "FAILED", "{body:.120}: {state:?}");
-                assert_eq!(state["error_code"], e.code, "{body:.120}");
-                failed += 1;
-            }
-            Err(_) => dead_lettered += 1,
-        }
-    }
-    // Everything without a request id is in the dead-letter queue, with its reason.
-    let mut found = 0;
-    for _ in 0..60 {
-        let out = sqs
-            .receive_message()
-            .queue_url(&daemon.dlq_url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in out.messages.unwrap_or_default() {
-            let attrs = m.message_attributes().unwrap();
-            assert!(!attrs["error_code"].string_value().unwrap().is_empty());
-            sqs.delete_message()
-                .queue_url(&daemon.dlq_url)
-                .receipt_handle(m.receipt_handle().unwrap())
-                .send()
-                .await
-                .unwrap();
-            found += 1;
-        }
-        if found == dead_lettered {
+    let expected_dlq: Vec<_> = sent
+        .iter()
+        .filter(|(c, _, _)| c.outcome.starts_with("DLQ "))
+        .collect();
+    let mut dead: Vec<(String, String)> = Vec::new();
+    for _ in 0..120 {
+        dead.extend(take_messages(&daemon.dlq_url).await);
+        if dead.len() >= expected_dlq.len() {
             break;
         }
     }
-    assert_eq!(found, dead_lettered, "dead-lettered messages");
-    assert!(
-        dead_lettered > 0 && failed > 0,
-        "{dead_lettered} dead-lettered, {failed} failed"
-    );
+    assert_eq!(dead.len(), expected_dlq.len(), "dead-lettered: {dead:?}");
+    for (case, body, _) in &expected_dlq {
+        let code = &case.outcome["DLQ ".len()..];
+        assert!(
+            dead.iter().any(|(b, c)| b == body && c == code),
+            "{}: not in the dead-letter queue with {code}",
+            case.name
+        );
+    }
+    for (case, _, rid) in &sent {
+        if case.outcome.starts_with("DLQ ") {
+            assert!(state(rid).await.is_none(), "{}: recorded", case.name);
+            continue;
+        }
+        let state = wait_terminal(rid, 180).await;
+        if case.outcome == "COMPLETED" {
+            assert_eq!(state["status"], "COMPLETED", "{}: {state:?}", case.name);
+            assert_eq!(
+                state["rows"],
+                case.rows.unwrap().to_string(),
+                "{}",
+                case.name
+            );
+        } else {
+            let code = case.outcome.strip_prefix("FAILED ").unwrap();
+            assert_eq!(state["status"], "FAILED", "{}: {state:?}", case.name);
+            assert_eq!(state["error_code"], code, "{}: {state:?}", case.name);
+            if code != "query_failed" {
+                assert!(unload_sql(rid).await.is_empty(), "{}: SQL ran", case.name);
+            }
+        }
+        assert!(
+            smtp_mails(rid)
+                .iter()
+                .all(|(to, _)| !to.contains("evil.test")),
+            "{}: mail outside the allow-list",
+            case.name
+        );
+    }
     assert_eq!(
         wait_terminal(&valid, 180).await["status"],
         "COMPLETED",
         "valid work carried on"
     );
-    // …and the metrics count them.
-    let (_, metrics) = testkit::http("GET", &format!("http://{listen}/metrics"), "").await;
-    let sum = |prefix: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .map(|v| v as u64)
-            .sum()
+    let sum = |family: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (_, text) = testkit::http("GET", &format!("http://{admin}/metrics"), "").await;
+            text.lines()
+                .filter(|l| l.starts_with(family))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as usize
+        }
     };
     assert_eq!(
-        sum("redshift_export_messages_dead_lettered_total{"),
-        dead_lettered as u64,
-        "{metrics}"
+        sum("redshift_export_messages_dead_lettered_total{").await,
+        expected_dlq.len()
     );
     assert_eq!(
-        sum("redshift_export_jobs_total{error_code=\"\",outcome=\"completed\"}"),
-        1
-    );
-    assert!(sum("redshift_export_jobs_total{") > failed as u64);
-    assert_eq!(
-        sum("redshift_export_messages_received_total"),
-        expectations.len() as u64 + 1
+        sum("redshift_export_messages_received_total").await,
+        cases.len() + 1,
+        "each message received once"
     );
 }
 
@@ -405,31 +382,36 @@ async fn failures_injected_in_front_of_moto_are_ridden_out() {
 
 #[tokio::test]
 async fn lost_responses_cost_no_redelivery() {
-    // Half the responses of DynamoDB's transitions, claims and lease calls and of S3's
-    // CompleteMultipartUpload are lost after the write was made (some by a cut connection):
-    // the worker must recognise its own writes instead of giving the request up until the
-    // message comes back.
-    let proxy = testkit::FaultProxy::start_with(
+    // A good share of the responses of DynamoDB's transitions, claims and lease calls are
+    // lost after the write was made (some by a cut connection), and most of S3's
+    // CompleteMultipartUpload: the worker must recognise its own writes instead of giving
+    // the request up until the message comes back.
+    let dynamodb = testkit::FaultProxy::start_with(
         &var("AWS_ENDPOINT_URL"),
         testkit::Faults {
             lose: 0.4,
             drop: 0.15,
-            only: [
-                "TransactWriteItems",
-                "UpdateItem",
-                "CompleteMultipartUpload",
-            ]
-            .map(String::from)
-            .to_vec(),
+            only: ["TransactWriteItems", "UpdateItem"]
+                .map(String::from)
+                .to_vec(),
+            ..testkit::Faults::default()
+        },
+    )
+    .await;
+    let s3 = testkit::FaultProxy::start_with(
+        &var("AWS_ENDPOINT_URL"),
+        testkit::Faults {
+            lose: 0.9,
+            only: vec!["CompleteMultipartUpload".into()],
             ..testkit::Faults::default()
         },
     )
     .await;
     let overrides = [
-        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", proxy.url.as_str()),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", s3.url.as_str()),
         (
             "EXPORT_WORKER__AWS__ENDPOINTS__DYNAMODB",
-            proxy.url.as_str(),
+            dynamodb.url.as_str(),
         ),
         // A redelivery would show as a second receive of the same message.
         ("EXPORT_WORKER__WORKER__RETRY_DELAY_SECS", "1"),
@@ -471,7 +453,8 @@ async fn lost_responses_cost_no_redelivery() {
             ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
         );
     }
-    let lost = proxy.lost();
+    let mut lost = dynamodb.lost();
+    lost.extend(s3.lost());
     for op in [
         "TransactWriteItems",
         "UpdateItem",

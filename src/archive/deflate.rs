@@ -179,6 +179,11 @@ fn header_len(b: &[u8]) -> Result<Option<usize>, PassError> {
 }
 
 impl PassThrough {
+    /// Data bytes inflated so far (the verified size of what has been passed through).
+    pub fn inflated(&self) -> u64 {
+        self.size
+    }
+
     /// Consumes `input`, appending the DEFLATE body bytes to `out`.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), PassError> {
         while !input.is_empty() {

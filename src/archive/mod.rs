@@ -12,6 +12,7 @@
 //!   columns are known.
 
 pub mod deflate;
+mod limits;
 pub mod sink;
 pub mod zip;
 
@@ -25,6 +26,7 @@ use crate::config::{ArchiveSettings, Layout};
 use crate::error::JobError;
 use crate::message::{Format, RequestId};
 use deflate::{Gunzip, PassError, PassThrough, Recompressor};
+use limits::Budget;
 use sink::MultipartSink;
 use zip::ZipWriter;
 
@@ -120,8 +122,24 @@ impl Archiver {
         }
     }
 
-    /// Builds (or rebuilds: the key is the same every time) the archive of one attempt.
+    /// Builds (or rebuilds: the key is the same every time) the archive of one attempt,
+    /// within `archive.max_archive_secs`.
     pub async fn build(&self, plan: Plan<'_>) -> Result<Archived, JobError> {
+        let limit = std::time::Duration::from_secs(self.settings.max_archive_secs);
+        tokio::time::timeout(limit, self.build_once(plan))
+            .await
+            .unwrap_or_else(|_| {
+                Err(JobError::rejected(
+                    "archive_timeout",
+                    format!(
+                        "the archive took longer than {} s (archive.max_archive_secs)",
+                        limit.as_secs()
+                    ),
+                ))
+            })
+    }
+
+    async fn build_once(&self, plan: Plan<'_>) -> Result<Archived, JobError> {
         let manifest = self.read_manifest(plan.unload_prefix).await?;
         let first = if plan.layout == Layout::Parts {
             Mode::PassThrough
@@ -178,13 +196,20 @@ impl Archiver {
         Ok(Some(manifest))
     }
 
-    fn part_key<'m>(&self, url: &'m str) -> Result<&'m str, JobError> {
+    /// The key of a manifest entry, which must lie under the attempt's own prefix: a
+    /// manifest can never make the worker read (or, afterwards, delete) anything else.
+    fn part_key<'m>(&self, url: &'m str, prefix: &str) -> Result<&'m str, JobError> {
         url.strip_prefix("s3://")
             .and_then(|rest| rest.strip_prefix(self.upload_bucket.as_str()))
             .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|key| {
+                key.starts_with(prefix)
+                    && key.len() > prefix.len()
+                    && !key.split('/').any(|segment| segment == "..")
+            })
             .ok_or_else(|| {
                 JobError::Archive(format!(
-                    "manifest entry {url} is not in bucket {}",
+                    "manifest entry {url} is not under s3://{}/{prefix}",
                     self.upload_bucket
                 ))
             })
@@ -226,6 +251,10 @@ impl Archiver {
             .map(|s| s.elements.iter().map(|e| e.name.as_str()).collect())
             .unwrap_or_default();
         let mut zip = ZipWriter::new(SystemTime::now());
+        let mut budget = Budget::new(
+            self.settings.max_uncompressed_bytes,
+            self.settings.max_inflate_ratio,
+        );
         let mut out = Vec::with_capacity(256 * 1024);
         let mut scratch = Vec::new();
         let ext = plan.format.extension();
@@ -238,8 +267,8 @@ impl Archiver {
                     .map_err(archive_io)?;
             }
             for entry in entries {
-                let part = self.part_key(&entry.url)?;
-                self.inflate_part(part, &mut rec, &mut zip, &mut out, sink)
+                let part = self.part_key(&entry.url, plan.unload_prefix)?;
+                self.inflate_part(part, &mut rec, &mut zip, &mut out, sink, &mut budget)
                     .await?;
             }
             let (crc, csize, usize) = rec.finish_into(&mut scratch).map_err(archive_io)?;
@@ -248,13 +277,23 @@ impl Archiver {
             zip.finish_entry(crc, csize, usize, &mut out);
         } else {
             for entry in entries {
-                let part = self.part_key(&entry.url)?;
+                let part = self.part_key(&entry.url, plan.unload_prefix)?;
                 let base = part.rsplit('/').next().unwrap_or(part);
                 let base = base.strip_suffix(".gz").unwrap_or(base);
                 zip.start_entry(&format!("{base}.{ext}"), &mut out);
                 let (crc, csize, usize) = match mode {
-                    Mode::PassThrough => self.pass_through(part, &mut zip, &mut out, sink).await?,
-                    Mode::Recompress => self.recompress(part, &mut zip, &mut out, sink).await?,
+                    Mode::PassThrough => {
+                        let sizes = self
+                            .pass_through(part, &mut zip, &mut out, sink, &budget)
+                            .await?;
+                        budget.add(sizes.2);
+                        sizes
+                    }
+                    // Counted part by part inside.
+                    Mode::Recompress => {
+                        self.recompress(part, &mut zip, &mut out, sink, &mut budget)
+                            .await?
+                    }
                 };
                 zip.finish_entry(crc, csize, usize, &mut out);
             }
@@ -293,20 +332,24 @@ impl Archiver {
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
+        budget: &Budget,
     ) -> Result<(u32, u64, u64), BuildError> {
         let mut pass = PassThrough::default();
         let mut raw = Vec::new();
+        let mut compressed = 0u64;
         let mut body = self.get(part).await?;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| stream_error("GetObject", e))?
         {
+            compressed += chunk.len() as u64;
             match pass.feed(&chunk, &mut raw) {
                 Ok(()) => {}
                 Err(PassError::MultiMember) => return Err(BuildError::MultiMember),
                 Err(e) => return Err(corrupt(part, e).into()),
             }
+            budget.check(part, compressed, pass.inflated())?;
             zip.write(&raw, out);
             raw.clear();
             sink.write(out).await?;
@@ -321,9 +364,11 @@ impl Archiver {
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
+        budget: &mut Budget,
     ) -> Result<(u32, u64, u64), BuildError> {
         let mut rec = Recompressor::new(self.settings.compression_level);
-        self.inflate_part(part, &mut rec, zip, out, sink).await?;
+        self.inflate_part(part, &mut rec, zip, out, sink, budget)
+            .await?;
         let mut tail = Vec::new();
         let sizes = rec.finish_into(&mut tail).map_err(archive_io)?;
         zip.write(&tail, out);
@@ -339,26 +384,39 @@ impl Archiver {
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
+        budget: &mut Budget,
     ) -> Result<(), JobError> {
         let mut gunzip = Gunzip::default();
         let mut compressed = Vec::new();
+        let (mut read, mut inflated) = (0u64, 0u64);
         let mut body = self.get(part).await?;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| stream_error("GetObject", e))?
         {
+            read += chunk.len() as u64;
             gunzip
-                .feed(&chunk, |plain| rec.write(plain))
+                .feed(&chunk, |plain| {
+                    inflated += plain.len() as u64;
+                    rec.write(plain)
+                })
                 .map_err(|e| corrupt(part, e))?;
+            budget.check(part, read, inflated)?;
             rec.drain_into(&mut compressed);
             zip.write(&compressed, out);
             compressed.clear();
             sink.write(out).await?;
         }
         gunzip
-            .finish(|plain| rec.write(plain))
+            .finish(|plain| {
+                inflated += plain.len() as u64;
+                rec.write(plain)
+            })
             .map_err(|e| corrupt(part, e))?;
+        budget.check(part, read, inflated)?;
+        // In the single layout parts share one entry; each counts towards the total here.
+        budget.add(inflated);
         Ok(())
     }
 
@@ -428,6 +486,34 @@ fn archive_io(e: std::io::Error) -> JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_entries_must_lie_under_the_attempts_prefix() {
+        let s3 = Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let settings: crate::config::Settings = crate::config::Settings::for_tests();
+        let a = Archiver::new(s3, settings.archive, "up".into());
+        let prefix = "unload/r1/2/";
+        assert_eq!(
+            a.part_key("s3://up/unload/r1/2/0000_part_00.gz", prefix)
+                .unwrap(),
+            "unload/r1/2/0000_part_00.gz"
+        );
+        for bad in [
+            "s3://other/unload/r1/2/0000_part_00.gz",
+            "s3://up/unload/r1/1/0000_part_00.gz",
+            "s3://up/unload/r2/2/0000_part_00.gz",
+            "s3://up/unload/r1/2/../../r2/2/0000_part_00.gz",
+            "s3://up/unload/r1/2/",
+            "s3://upx/unload/r1/2/0000_part_00.gz",
+            "https://up/unload/r1/2/0000_part_00.gz",
+        ] {
+            assert!(a.part_key(bad, prefix).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn csv_header_quotes_like_redshift() {

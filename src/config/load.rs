@@ -167,6 +167,12 @@ impl Settings {
             "archive.part_size_mib must be 5–512".into(),
         );
         check(
+            self.archive.max_uncompressed_bytes > 0
+                && self.archive.max_inflate_ratio > 0
+                && self.archive.max_archive_secs > 0,
+            "archive.max_uncompressed_bytes, max_inflate_ratio and max_archive_secs must be positive".into(),
+        );
+        check(
             (1..=9).contains(&self.archive.compression_level),
             "archive.compression_level must be 1–9".into(),
         );

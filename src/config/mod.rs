@@ -177,6 +177,18 @@ pub struct ArchiveSettings {
     #[serde(default = "default_sse")]
     pub server_side_encryption: ServerSideEncryption,
     pub kms_key_id: Option<String>,
+    /// Most data rows one export may have (0: no cap); checked when the query finishes.
+    #[serde(default)]
+    pub max_rows: u64,
+    /// Most bytes of data one export may unpack, all parts together.
+    #[serde(default = "default_max_uncompressed_bytes")]
+    pub max_uncompressed_bytes: u64,
+    /// Most a part may inflate relative to its compressed size, against decompression bombs.
+    #[serde(default = "default_max_inflate_ratio")]
+    pub max_inflate_ratio: u64,
+    /// Longest the archive stage may take, in seconds.
+    #[serde(default = "default_max_archive_secs")]
+    pub max_archive_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -456,6 +468,15 @@ fn default_part_size_mib() -> u32 {
 }
 fn default_compression_level() -> u32 {
     6
+}
+fn default_max_uncompressed_bytes() -> u64 {
+    1 << 40
+}
+fn default_max_inflate_ratio() -> u64 {
+    1_100
+}
+fn default_max_archive_secs() -> u64 {
+    21_600
 }
 fn default_sse() -> ServerSideEncryption {
     ServerSideEncryption::None

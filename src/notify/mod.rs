@@ -79,15 +79,19 @@ impl Mailer {
     }
 
     /// Sends one message to `to`; returns the provider's message id when it gives one.
+    /// `id` names the message (`<id@sender-domain>` as its Message-ID): the same id for a
+    /// resend of the same message, so a resend after a crash is recognisable as one.
     pub async fn send(
         &self,
         to: &[EmailAddress],
         email: &Rendered,
+        id: &str,
     ) -> Result<Option<String>, JobError> {
         let from = match self {
             Mailer::Ses { from, .. } | Mailer::Smtp { from, .. } => from.clone(),
         };
-        let message = build_message(from, to, email)?;
+        let message_id = format!("<{id}@{}>", from.email.domain());
+        let message = build_message(from, to, email, message_id)?;
         match self {
             Mailer::Ses {
                 client,
@@ -148,8 +152,12 @@ fn build_message(
     from: Mailbox,
     to: &[EmailAddress],
     email: &Rendered,
+    message_id: String,
 ) -> Result<Message, JobError> {
-    let mut builder = Message::builder().from(from).subject(&email.subject);
+    let mut builder = Message::builder()
+        .from(from)
+        .subject(&email.subject)
+        .message_id(Some(message_id));
     for address in to {
         builder = builder.to(Mailbox::new(None, address.address().clone()));
     }
