@@ -309,9 +309,14 @@ pub async fn private_emulator(extra: &[&str]) -> testkit::Emulator {
 
 /// The state item's attributes as strings.
 pub async fn state(rid: &str) -> Option<HashMap<String, String>> {
+    state_in(&var("DEVSTACK_TABLE"), rid).await
+}
+
+/// The state item's attributes as strings, from `table`.
+pub async fn state_in(table: &str, rid: &str) -> Option<HashMap<String, String>> {
     let out = dynamodb()
         .get_item()
-        .table_name(var("DEVSTACK_TABLE"))
+        .table_name(table)
         .key("request_id", AttributeValue::S(rid.into()))
         .key("sk", AttributeValue::S("state".into()))
         .consistent_read(true)
@@ -350,11 +355,68 @@ pub async fn wait_terminal(rid: &str, secs: u64) -> HashMap<String, String> {
     );
 }
 
+/// Creates a state table of its own (with the open-requests index), as devstack/up creates
+/// the shared one: for tests whose sweepers must see only their own requests.
+pub async fn new_state_table() -> String {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let name = testkit::unique("state");
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    dynamodb()
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(
+            ["request_id", "sk", "open_shard", "updated_at"]
+                .map(attr)
+                .to_vec(),
+        ))
+        .key_schema(key("request_id", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("open-requests")
+                .key_schema(key("open_shard", KeyType::Hash))
+                .key_schema(key("updated_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
 /// The `to` of every history event, oldest first.
 pub async fn history(rid: &str) -> Vec<String> {
+    history_in(&var("DEVSTACK_TABLE"), rid).await
+}
+
+/// The `to` of every history event in `table`, oldest first.
+pub async fn history_in(table: &str, rid: &str) -> Vec<String> {
     let out = dynamodb()
         .query()
-        .table_name(var("DEVSTACK_TABLE"))
+        .table_name(table)
         .key_condition_expression("request_id = :id AND begins_with(sk, :p)")
         .expression_attribute_values(":id", AttributeValue::S(rid.into()))
         .expression_attribute_values(":p", AttributeValue::S("event#".into()))
