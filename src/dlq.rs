@@ -48,20 +48,7 @@ pub async fn list(svc: &Services, max: usize) -> Result<Vec<Entry>, JobError> {
     let url = dead_letter_url(svc)?;
     let mut entries = Vec::new();
     while entries.len() < max {
-        let out = svc
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(RECEIVE_BATCH)
-            .wait_time_seconds(1)
-            .visibility_timeout(PEEK_VISIBILITY_SECS)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await
-            .aws("sqs", "ReceiveMessage")?;
-        let messages = out.messages.unwrap_or_default();
+        let messages = receive(svc, url).await?;
         if messages.is_empty() {
             break;
         }
@@ -74,6 +61,24 @@ pub async fn list(svc: &Services, max: usize) -> Result<Vec<Entry>, JobError> {
     }
     entries.truncate(max);
     Ok(entries)
+}
+
+/// One batch of messages, with their attributes, invisible for a short while.
+async fn receive(svc: &Services, url: &str) -> Result<Vec<Message>, JobError> {
+    let out = svc
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(RECEIVE_BATCH)
+        .wait_time_seconds(1)
+        .visibility_timeout(PEEK_VISIBILITY_SECS)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .aws("sqs", "ReceiveMessage")?;
+    Ok(out.messages.unwrap_or_default())
 }
 
 async fn entry(svc: &Services, m: Message) -> Result<Entry, JobError> {
@@ -189,18 +194,7 @@ async fn take(
     let mut held = HashMap::new();
     let mut others = Vec::new();
     loop {
-        let out = svc
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(RECEIVE_BATCH)
-            .wait_time_seconds(1)
-            .visibility_timeout(PEEK_VISIBILITY_SECS)
-            .send()
-            .await
-            .aws("sqs", "ReceiveMessage")?;
-        let messages = out.messages.unwrap_or_default();
+        let messages = receive(svc, url).await?;
         if messages.is_empty() {
             break;
         }

@@ -41,7 +41,7 @@ const SYSTEM_FUNCTIONS: &[&str] = &[
 
 /// What [`lex`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Lexed {
+pub struct Lexed {
     /// Byte ranges of code: everything outside literals, quoted identifiers and comments.
     pub code: Vec<Range<usize>>,
     /// A `/*` inside a block comment. Redshift nests block comments, some parsers do not, so
@@ -54,7 +54,7 @@ pub(crate) struct Lexed {
 /// Splits SQL text the way Redshift's lexer does: `'…'` literals with `''` and backslash
 /// escapes, `"…"` identifiers with `""`, `--` line comments, nested `/* */` comments and
 /// `$$ … $$` strings.
-pub(crate) fn lex(sql: &str) -> Result<Lexed, String> {
+pub fn lex(sql: &str) -> Result<Lexed, String> {
     let b = sql.as_bytes();
     let mut out = Lexed::default();
     let mut start = 0;

@@ -12,18 +12,6 @@ use serde_json::{Value, json};
 use support::*;
 use testkit::var;
 
-/// UNLOADs the emulator at `admin` received for `rid`.
-async fn unloads(emulator_url: &str, rid: &str) -> usize {
-    let (_, log) = testkit::http("GET", &format!("{emulator_url}/__admin/sql-log"), "").await;
-    let log: Value = serde_json::from_str(&log).unwrap();
-    log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["sql"].as_str().unwrap().contains(&format!("/{rid}/")))
-        .count()
-}
-
 /// Waits until no message is left in the queue, visible or in flight.
 async fn wait_queue_drained(queue_url: &str, secs: u64) {
     use aws_sdk_sqs::types::QueueAttributeName::{

@@ -191,28 +191,15 @@ impl Archiver {
             .await
             .map_err(|e| stream_error("GetObject", e))?
             .into_bytes();
+        // Every entry is checked before anything is written.
+        manifest_part_keys(&body, &self.upload_bucket, prefix)?;
         let manifest: Manifest = serde_json::from_slice(&body)
             .map_err(|e| JobError::Archive(format!("manifest {key} is not valid: {e}")))?;
         Ok(Some(manifest))
     }
 
-    /// The key of a manifest entry, which must lie under the attempt's own prefix: a
-    /// manifest can never make the worker read (or, afterwards, delete) anything else.
     fn part_key<'m>(&self, url: &'m str, prefix: &str) -> Result<&'m str, JobError> {
-        url.strip_prefix("s3://")
-            .and_then(|rest| rest.strip_prefix(self.upload_bucket.as_str()))
-            .and_then(|rest| rest.strip_prefix('/'))
-            .filter(|key| {
-                key.starts_with(prefix)
-                    && key.len() > prefix.len()
-                    && !key.split('/').any(|segment| segment == "..")
-            })
-            .ok_or_else(|| {
-                JobError::Archive(format!(
-                    "manifest entry {url} is not under s3://{}/{prefix}",
-                    self.upload_bucket
-                ))
-            })
+        entry_key(&self.upload_bucket, url, prefix)
     }
 
     async fn write(
@@ -448,6 +435,39 @@ impl Archiver {
         }
         Ok(deleted)
     }
+}
+
+/// Parses an UNLOAD manifest and checks every entry; returns the part keys in order.
+pub fn manifest_part_keys(
+    body: &[u8],
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, JobError> {
+    let manifest: Manifest = serde_json::from_slice(body)
+        .map_err(|e| JobError::Archive(format!("the manifest is not valid: {e}")))?;
+    manifest
+        .entries
+        .iter()
+        .map(|e| entry_key(bucket, &e.url, prefix).map(str::to_string))
+        .collect()
+}
+
+/// The key of a manifest entry, which must lie under the attempt's own prefix: a manifest
+/// can never make the worker read (or, afterwards, delete) anything else.
+fn entry_key<'m>(bucket: &str, url: &'m str, prefix: &str) -> Result<&'m str, JobError> {
+    url.strip_prefix("s3://")
+        .and_then(|rest| rest.strip_prefix(bucket))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|key| {
+            key.starts_with(prefix)
+                && key.len() > prefix.len()
+                && !key.split('/').any(|segment| segment == "..")
+        })
+        .ok_or_else(|| {
+            JobError::Archive(format!(
+                "manifest entry {url} is not under s3://{bucket}/{prefix}"
+            ))
+        })
 }
 
 /// A CSV header line with Redshift's quoting.

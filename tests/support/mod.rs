@@ -673,6 +673,18 @@ pub async fn unload_sql(rid: &str) -> Vec<String> {
         .collect()
 }
 
+/// How many UNLOADs the emulator at `emulator_url` received for `rid`.
+pub async fn unloads(emulator_url: &str, rid: &str) -> usize {
+    let (_, log) = testkit::http("GET", &format!("{emulator_url}/__admin/sql-log"), "").await;
+    let log: Value = serde_json::from_str(&log).unwrap();
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sql"].as_str().unwrap().contains(&format!("/{rid}/")))
+        .count()
+}
+
 /// The string literals of the SELECT inside an UNLOAD, decoded by the emulator's independent
 /// implementation of Redshift's lexer.
 pub fn select_literals(unload: &str) -> Vec<String> {
