@@ -4,7 +4,8 @@
 //! The life of one export, and where each step lives:
 //! 1. [`worker`] long-polls SQS; [`message`] parses the body into an [`message::ExportRequest`]
 //!    (or the message is dead-lettered with its reason).
-//! 2. [`job`] records the request in DynamoDB ([`state`]) and checks it: [`template`] renders
+//! 2. [`job`] records the request in DynamoDB ([`state`]; its failure handling is in
+//!    `job::failure`) and checks it: [`template`] renders
 //!    the named query with typed, validated parameter literals (raw SQL goes through
 //!    [`sqlcheck`]), and recipients are checked against the allow-list ([`policy`], which
 //!    every email, success or failure, goes through).

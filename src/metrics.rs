@@ -45,6 +45,9 @@ pub struct Metrics {
     pub sweeper_actions: IntCounterVec,
     /// Sweeps, by outcome (ok, error).
     pub sweeps: IntCounterVec,
+    /// Tasks alive in the async runtime, set when /metrics is read: flat under steady load
+    /// (the soak test watches it), growing when something leaks tasks.
+    pub runtime_tasks: IntGauge,
     /// 1, with the version as a label.
     pub build_info: IntGaugeVec,
 }
@@ -138,6 +141,14 @@ impl Metrics {
             "Sweeps for idle open requests, by outcome.",
             &["outcome"],
         );
+        let runtime_tasks = IntGauge::new(
+            "redshift_export_runtime_alive_tasks",
+            "Tasks alive in the async runtime when metrics were read.",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        registry
+            .register(Box::new(runtime_tasks.clone()))
+            .unwrap_or_else(|e| unreachable!("{e}"));
         let build_info = IntGaugeVec::new(
             Opts::new("redshift_export_build_info", "Build information; always 1."),
             &["version"],
@@ -177,6 +188,7 @@ impl Metrics {
             aws_requests,
             sweeper_actions,
             sweeps,
+            runtime_tasks,
             build_info,
         }
     }
@@ -190,6 +202,10 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "encoding metrics failed");

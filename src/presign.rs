@@ -1,4 +1,4 @@
-//! Presigned GET links for archives (DESIGN §7). The link is a bearer credential: it is
+//! Presigned GET links for archives. The link is a bearer credential: it is
 //! returned to the caller for the email and never logged or stored. Its real lifetime is the
 //! requested one capped by the signing credentials' own expiry, and that is what is reported.
 

@@ -1,4 +1,4 @@
-//! Building the UNLOAD statement the worker issues (DESIGN §5): the rendered SELECT as one
+//! Building the UNLOAD statement the worker issues: the rendered SELECT as one
 //! quoted literal, a prefix unique to the request and attempt, and the configured options.
 
 use crate::config::{Layout, RedshiftSettings};

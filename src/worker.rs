@@ -300,7 +300,8 @@ async fn heartbeat(svc: Arc<Services>, receipt: String, lease: Option<(String, L
 }
 
 /// Error codes meaning the receipt handle no longer refers to our in-flight message
-/// (`reference/aws-facts.md` §1): the message was deleted or delivered to someone else.
+/// (the errors the SQS API gives ChangeMessageVisibility and DeleteMessage): the message
+/// was deleted or delivered to someone else.
 const RECEIPT_GONE: &[&str] = &[
     "ReceiptHandleIsInvalid",
     "InvalidParameterValue",

@@ -31,7 +31,11 @@ fn env_num(name: &str, default: u64) -> u64 {
 /// One request of the mix: its body and the data rows it must export.
 fn mix(i: usize, rid: &str) -> (Value, u64) {
     let format = if i % 5 == 4 { "json" } else { "csv" };
-    let layout = if i % 2 == 0 { "single" } else { "parts" };
+    let layout = if i.is_multiple_of(2) {
+        "single"
+    } else {
+        "parts"
+    };
     let (query, params, rows) = match i % 4 {
         0 => ("product_detail_by_sku", json!({"sku": "FLOWER12"}), 1),
         1 => {

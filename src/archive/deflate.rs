@@ -173,6 +173,17 @@ fn header_len(b: &[u8]) -> Result<Option<usize>, PassError> {
         }
     }
     if flags & 0x02 != 0 {
+        // FHCRC: the low 16 bits of the CRC-32 of the header before it (RFC 1952 §2.3.1). A
+        // header that does not match it is corrupt, as other decoders (flate2) also judge.
+        let Some(stored) = b.get(p..p + 2) else {
+            return Ok(None);
+        };
+        let actual = crc32fast::hash(&b[..p]) & 0xffff;
+        if u32::from(u16::from_le_bytes([stored[0], stored[1]])) != actual {
+            return Err(PassError::Corrupt(
+                "the gzip header's CRC does not match".into(),
+            ));
+        }
         p += 2;
     }
     Ok((b.len() >= p).then_some(p))
@@ -344,6 +355,26 @@ mod tests {
         p.feed(&gz, &mut out).unwrap();
         assert_eq!(p.finish().unwrap().2, 6);
         assert_eq!(inflate(&out), data);
+    }
+
+    #[test]
+    fn the_header_crc_is_checked() {
+        // A gzip file with FHCRC and an empty name around an empty body: 03 00 is an empty
+        // final fixed-Huffman block; CRC-32 and size of nothing are zero.
+        let mut gz = vec![0x1f, 0x8b, 8, 0x0a, 0, 0, 0, 0, 0, 0, 0];
+        let crc16 = (crc32fast::hash(&gz) & 0xffff) as u16;
+        gz.extend(crc16.to_le_bytes());
+        gz.extend([3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut p = PassThrough::default();
+        p.feed(&gz, &mut Vec::new()).unwrap();
+        assert_eq!(p.finish().unwrap(), (0, 2, 0));
+        // Found by the gzip_part fuzz target: a wrong header CRC was accepted, which flate2
+        // (rightly) refuses.
+        gz[11] ^= 0xff;
+        assert!(matches!(
+            PassThrough::default().feed(&gz, &mut Vec::new()),
+            Err(PassError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Turning one attempt's UNLOAD output into ONE zip in the archive bucket (DESIGN §6), streamed
+//! Turning one attempt's UNLOAD output into ONE zip in the archive bucket, streamed
 //! end to end: S3 GET body → gzip pass-through or recompression → zip records → multipart
 //! upload. Memory is bounded by the part size and fixed codec buffers, whatever the export size.
 //!

@@ -1,8 +1,8 @@
 //! A streaming ZIP writer for DEFLATE entries whose data arrives already compressed.
 //!
 //! The `zip` crate cannot write pre-compressed data with a CRC and sizes supplied afterwards,
-//! which the pass-through path needs, so the records are written here (APPNOTE 6.3, summarised
-//! in `reference/aws-facts.md` §3). Every entry streams: the local header sets flag bit 3 and a
+//! which the pass-through path needs, so the records are written here (PKWARE's APPNOTE.TXT
+//! 6.3). Every entry streams: the local header sets flag bit 3 and a
 //! ZIP64 extra field with zero sizes, and the data descriptor that follows the data always has
 //! 8-byte sizes. The central directory uses ZIP64 fields only where a value needs them, and the
 //! ZIP64 end records are added when the entry count, directory size or offset needs them.

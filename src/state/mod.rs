@@ -1,4 +1,4 @@
-//! Request state in DynamoDB (DESIGN §8): one `state` item per request and one
+//! Request state in DynamoDB: one `state` item per request and one
 //! `event#<timestamp>#<version>` item per transition. Every transition is a single
 //! transaction that checks the state item's version, so two workers can never both advance
 //! the same request. Leases and cancellation flags live in [`lease`].

@@ -1,6 +1,6 @@
 //! Parsing an `UNLOAD ('select') TO 's3://…' options…` statement into an [`UnloadSpec`], with
 //! Redshift's rules for option order (any), case (any), defaults and invalid combinations
-//! (`reference/redshift-facts.md` §1).
+//! (Redshift's UNLOAD documentation: parameters, defaults and usage notes).
 
 use crate::sqltext::{LexError, Spanned, Token, has_outer_limit, tokenize};
 
@@ -471,7 +471,7 @@ fn parse_s3_target(target: &str) -> Result<(String, String), UnloadError> {
     Ok((bucket.to_string(), prefix.to_string()))
 }
 
-/// Redshift's invalid option combinations (`reference/redshift-facts.md` §1).
+/// Redshift's invalid option combinations (its UNLOAD documentation's usage notes).
 fn check_combinations(s: &Seen, format: Format) -> Result<(), UnloadError> {
     let auth = [s.iam_role, s.credentials, s.access_keys]
         .iter()
