@@ -382,6 +382,9 @@ async fn lost_responses_cost_no_redelivery() {
             only: ["TransactWriteItems", "UpdateItem"]
                 .map(String::from)
                 .to_vec(),
+            lose_first: ["TransactWriteItems", "UpdateItem"]
+                .map(String::from)
+                .to_vec(),
             ..testkit::Faults::default()
         },
     )
@@ -391,6 +394,7 @@ async fn lost_responses_cost_no_redelivery() {
         testkit::Faults {
             lose: 0.9,
             only: vec!["CompleteMultipartUpload".into()],
+            lose_first: vec!["CompleteMultipartUpload".into()],
             ..testkit::Faults::default()
         },
     )

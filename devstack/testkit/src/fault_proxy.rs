@@ -33,6 +33,9 @@ pub struct Faults {
     pub drop: f64,
     /// Operations the faults apply to; empty: every operation.
     pub only: Vec<String>,
+    /// Operations whose first request always loses its response, so that a test exercises
+    /// each of them whatever the dice say.
+    pub lose_first: Vec<String>,
 }
 
 struct Shared {
@@ -42,6 +45,8 @@ struct Shared {
     forwarded: AtomicU64,
     /// Lost and dropped responses by operation.
     lost: Mutex<HashMap<String, u64>>,
+    /// Operations of `lose_first` seen so far.
+    seen: Mutex<std::collections::HashSet<String>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -83,6 +88,7 @@ impl FaultProxy {
             injected: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             lost: Mutex::new(HashMap::new()),
+            seen: Mutex::new(std::collections::HashSet::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let app = axum::Router::new()
@@ -157,7 +163,13 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         shared.injected.fetch_add(1, Ordering::Relaxed);
         return injected_failure(&request);
     }
-    let lose = eligible && fastrand::f64() < faults.lose;
+    let first = faults.lose_first.contains(&op)
+        && shared
+            .seen
+            .lock()
+            .map(|mut seen| seen.insert(op.clone()))
+            .unwrap_or(false);
+    let lose = first || (eligible && fastrand::f64() < faults.lose);
     let drop = !lose && eligible && fastrand::f64() < faults.drop;
     let failure = injected_failure(&request);
     shared.forwarded.fetch_add(1, Ordering::Relaxed);
