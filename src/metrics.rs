@@ -91,14 +91,15 @@ impl Metrics {
             "Deliveries handled, by outcome and error code (empty when there is none).",
             &["outcome", "error_code"],
         );
-        let jobs_in_flight = IntGauge::new(
-            "redshift_export_jobs_in_flight",
-            "Jobs being worked on now.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        registry
-            .register(Box::new(jobs_in_flight.clone()))
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("redshift_export_{name}"), help)
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            registry
+                .register(Box::new(g.clone()))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+            g
+        };
+        let jobs_in_flight = gauge("jobs_in_flight", "Jobs being worked on now.");
         let stage_duration = HistogramVec::new(
             HistogramOpts::new(
                 "redshift_export_stage_duration_seconds",
@@ -141,14 +142,10 @@ impl Metrics {
             "Sweeps for idle open requests, by outcome.",
             &["outcome"],
         );
-        let runtime_tasks = IntGauge::new(
-            "redshift_export_runtime_alive_tasks",
+        let runtime_tasks = gauge(
+            "runtime_alive_tasks",
             "Tasks alive in the async runtime when metrics were read.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        registry
-            .register(Box::new(runtime_tasks.clone()))
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("redshift_export_build_info", "Build information; always 1."),
             &["version"],
