@@ -2,11 +2,8 @@
 //! alive), `/readyz` (configuration loaded, the queue reachable, not shutting down) and
 //! `/jobs` (the jobs in flight, for operators).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,75 +11,34 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::sync::watch;
 
+use crate::health::Health;
 use crate::metrics::{self, Metrics};
-
-/// One job in flight.
-#[derive(Debug, Clone)]
-struct JobView {
-    stage: &'static str,
-    started: Instant,
-    stage_started: Instant,
-}
-
-/// What the worker shares with the admin listener.
-#[derive(Default)]
-pub struct Health {
-    /// Set while the last queue probe succeeded.
-    queue_reachable: AtomicBool,
-    jobs: Mutex<BTreeMap<String, JobView>>,
-}
-
-impl Health {
-    pub fn set_queue_reachable(&self, ok: bool) {
-        self.queue_reachable.store(ok, Ordering::Relaxed);
-    }
-
-    /// Records that `request_id` entered `stage`.
-    pub fn job_stage(&self, request_id: &str, stage: &'static str) {
-        let now = Instant::now();
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.entry(request_id.to_string())
-            .and_modify(|j| {
-                j.stage = stage;
-                j.stage_started = now;
-            })
-            .or_insert(JobView {
-                stage,
-                started: now,
-                stage_started: now,
-            });
-    }
-
-    pub fn job_done(&self, request_id: &str) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(request_id);
-    }
-}
+use crate::shutdown::Shutdown;
 
 struct AdminState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutting_down: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
-/// Serves until `shutting_down` is true and then until the process exits; returns the bound
-/// address once listening.
+/// Serves through the drain (`/readyz` answers 503 once shutdown began) until the daemon
+/// exits; returns the bound address once listening, which is also logged (`listen` may ask
+/// for port 0).
 pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutting_down: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let exit = shutdown.exit_token();
+    let tasks = shutdown.clone();
     let state = Arc::new(AdminState {
         metrics,
         health,
-        shutting_down,
+        shutdown,
     });
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
@@ -90,8 +46,11 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .route("/jobs", get(jobs))
         .with_state(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { exit.cancelled().await })
+            .await;
+        if let Err(e) = served {
             tracing::error!(error = %e, "admin listener failed");
         }
     });
@@ -108,9 +67,9 @@ async fn metrics_handler(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn ready(State(s): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
-    if *s.shutting_down.borrow() {
+    if s.shutdown.is_stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if !s.health.queue_reachable.load(Ordering::Relaxed) {
+    } else if !s.health.queue_reachable() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the queue is not reachable\n",
@@ -121,44 +80,5 @@ async fn ready(State(s): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
 }
 
 async fn jobs(State(s): State<Arc<AdminState>>) -> Response {
-    let jobs = s
-        .health
-        .jobs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let list: Vec<_> = jobs
-        .iter()
-        .map(|(id, j)| {
-            json!({
-                "request_id": id,
-                "stage": j.stage,
-                "elapsed_secs": j.started.elapsed().as_secs_f64(),
-                "stage_elapsed_secs": j.stage_started.elapsed().as_secs_f64(),
-            })
-        })
-        .collect();
-    axum::Json(json!({ "jobs": list })).into_response()
-}
-
-/// Probes the queue (GetQueueAttributes) every `every` and records whether it answered.
-pub async fn probe_queue(
-    sqs: aws_sdk_sqs::Client,
-    url: String,
-    health: Arc<Health>,
-    every: Duration,
-) {
-    loop {
-        let ok = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await;
-        if let Err(e) = &ok {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "the queue did not answer the readiness probe");
-        }
-        health.set_queue_reachable(ok.is_ok());
-        tokio::time::sleep(every).await;
-    }
+    axum::Json(json!({ "jobs": s.health.jobs() })).into_response()
 }

@@ -6,11 +6,27 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
 
-use crate::aws::AwsResultExt;
-use crate::config::EmailTransport;
-use crate::job::Services;
+use crate::aws::{AwsResultExt, Clients};
+use crate::config::{EmailTransport, Settings};
 use crate::message::RequestId;
+use crate::notify::Mailer;
+use crate::redshift::Redshift;
 use crate::state::OPEN_INDEX;
+
+/// How long the trivial Redshift statement may take before the probe gives up on it.
+const REDSHIFT_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the probes talk to: the settings, the clients, and the components whose own calls
+/// are probed.
+struct Target<'a> {
+    settings: &'a Settings,
+    clients: &'a Clients,
+    mailer: Result<Mailer, String>,
+    redshift: Redshift,
+}
+
+/// The name of the first probe: the configuration itself.
+pub const CONFIGURATION: &str = "configuration";
 
 /// One probe's verdict.
 pub struct Probe {
@@ -19,11 +35,20 @@ pub struct Probe {
 }
 
 /// Runs every probe; the order is the order a reader fixes things in.
-pub async fn run(svc: &Services) -> Vec<Probe> {
-    let s = &svc.settings;
+pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
+    let svc = &Target {
+        settings,
+        clients,
+        mailer: Mailer::new(&settings.email, clients.sesv2.clone()),
+        redshift: Redshift::new(clients.redshift.clone(), settings.redshift.clone()),
+    };
+    let s = settings;
+    // The email templates are files the configuration names: loading them is part of it.
+    let configuration = crate::notify::templates::Templates::load(&s.email.templates)
+        .map(|_| format!("{} query templates", s.templates.len()));
     let mut probes = vec![Probe {
-        name: "configuration".into(),
-        result: Ok(format!("{} query templates", s.templates.len())),
+        name: CONFIGURATION.into(),
+        result: configuration,
     }];
     let mut push =
         |name: String, result: Result<String, String>| probes.push(Probe { name, result });
@@ -55,15 +80,16 @@ pub async fn run(svc: &Services) -> Vec<Probe> {
         format!("archive bucket {}", s.archive.bucket),
         bucket(svc, &s.archive.bucket, "archive.bucket").await,
     );
-    push(
-        format!("email ({})", svc.mailer.transport_name()),
-        email(svc).await,
-    );
+    let transport = match s.email.transport {
+        EmailTransport::Ses => "ses",
+        EmailTransport::Smtp => "smtp",
+    };
+    push(format!("email ({transport})"), email(svc).await);
     push("redshift".into(), redshift(svc).await);
     probes
 }
 
-async fn queue(svc: &Services, url: &str, key: &str) -> Result<String, String> {
+async fn queue(svc: &Target<'_>, url: &str, key: &str) -> Result<String, String> {
     svc.clients
         .sqs
         .get_queue_attributes()
@@ -86,12 +112,13 @@ async fn queue(svc: &Services, url: &str, key: &str) -> Result<String, String> {
 }
 
 /// The queue's redrive `maxReceiveCount`, or None when the queue has no redrive policy.
-pub async fn max_receive_count(svc: &Services) -> Result<Option<u32>, String> {
-    let out = svc
-        .clients
-        .sqs
+pub async fn max_receive_count(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Option<u32>, String> {
+    let out = sqs
         .get_queue_attributes()
-        .queue_url(&svc.settings.queue.url)
+        .queue_url(queue_url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
         .send()
         .await
@@ -134,14 +161,14 @@ pub fn attempts_fit(max_attempts: u32, max_receive_count: Option<u32>) -> Result
     }
 }
 
-async fn attempts_below_redrive(svc: &Services) -> Result<String, String> {
+async fn attempts_below_redrive(svc: &Target<'_>) -> Result<String, String> {
     attempts_fit(
         svc.settings.worker.max_attempts,
-        max_receive_count(svc).await?,
+        max_receive_count(&svc.clients.sqs, &svc.settings.queue.url).await?,
     )
 }
 
-async fn table(svc: &Services) -> Result<String, String> {
+async fn table(svc: &Target<'_>) -> Result<String, String> {
     let name = &svc.settings.state.table;
     let out = svc
         .clients
@@ -199,7 +226,7 @@ async fn table(svc: &Services) -> Result<String, String> {
     ))
 }
 
-async fn bucket(svc: &Services, name: &str, key: &str) -> Result<String, String> {
+async fn bucket(svc: &Target<'_>, name: &str, key: &str) -> Result<String, String> {
     svc.clients
         .s3
         .head_bucket()
@@ -213,15 +240,15 @@ async fn bucket(svc: &Services, name: &str, key: &str) -> Result<String, String>
         })
 }
 
-async fn email(svc: &Services) -> Result<String, String> {
+async fn email(svc: &Target<'_>) -> Result<String, String> {
     let e = &svc.settings.email;
     match e.transport {
-        EmailTransport::Smtp => svc
-            .mailer
-            .probe()
-            .await
-            .map(|()| format!("{}:{} answers", e.smtp.host, e.smtp.port))
-            .map_err(|err| format!("{err} — check email.smtp.host, port, tls and credentials")),
+        EmailTransport::Smtp => match &svc.mailer {
+            Ok(mailer) => mailer.probe().await,
+            Err(e) => Err(e.clone()),
+        }
+        .map(|()| format!("{}:{} answers", e.smtp.host, e.smtp.port))
+        .map_err(|err| format!("{err} — check email.smtp.host, port, tls and credentials")),
         EmailTransport::Ses => {
             let domain = e.from.rsplit('@').next().unwrap_or_default();
             for identity in [e.from.as_str(), domain] {
@@ -249,7 +276,7 @@ async fn email(svc: &Services) -> Result<String, String> {
     }
 }
 
-async fn redshift(svc: &Services) -> Result<String, String> {
+async fn redshift(svc: &Target<'_>) -> Result<String, String> {
     let probe_id = RequestId::parse(&format!("check-{}", uuid::Uuid::new_v4().simple()))
         .map_err(|e| e.to_string())?;
     let id = svc
@@ -260,7 +287,7 @@ async fn redshift(svc: &Services) -> Result<String, String> {
             format!("{e} — check redshift.* and the redshift-data:ExecuteStatement permission")
         })?;
     let finished = tokio::time::timeout(
-        Duration::from_secs(60),
+        REDSHIFT_PROBE_TIMEOUT,
         svc.redshift.wait(&id, || async { false }),
     )
     .await;
@@ -271,7 +298,10 @@ async fn redshift(svc: &Services) -> Result<String, String> {
         )),
         Err(_) => {
             svc.redshift.cancel(&id).await;
-            Err("SELECT 1 did not finish within 60 s".into())
+            Err(format!(
+                "SELECT 1 did not finish within {} s",
+                REDSHIFT_PROBE_TIMEOUT.as_secs()
+            ))
         }
     }
 }

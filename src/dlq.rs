@@ -14,9 +14,10 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 
 use crate::aws::AwsResultExt;
 use crate::error::{JobError, redact};
-use crate::job::{self, Services};
+use crate::job;
 use crate::message::RequestId;
 use crate::policy;
+use crate::services::Services;
 
 /// How long a listed message stays invisible before it is handed back (it is handed back at
 /// once; this only bounds the damage if the tool dies in between).

@@ -33,6 +33,10 @@ pub enum JobError {
     /// Someone asked for the request to be cancelled.
     #[error("the export was cancelled")]
     Cancelled,
+    /// The request's state item holds what this version cannot read (e.g. a status written by
+    /// a newer version during a rolling upgrade); the item is left untouched.
+    #[error("the request's state item cannot be read by this version: {0}")]
+    Unreadable(String),
     /// Another worker changed the request first; this one must stop without side effects.
     #[error("the request was changed by another worker ({0})")]
     Conflict(String),
@@ -80,6 +84,7 @@ impl JobError {
             JobError::Archive(_) => "archive_failed",
             JobError::Email { .. } => "email_failed",
             JobError::Cancelled => "cancelled",
+            JobError::Unreadable(_) => "unreadable_state",
             JobError::Conflict(_) => "conflict",
         }
     }

@@ -13,6 +13,18 @@ use prometheus::{
 /// The text exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Outcomes counted by `jobs_total`. `panicked` is a job that panicked: a defect, recorded
+/// and released like a transient failure.
+pub const JOB_OUTCOMES: &[&str] = &[
+    "completed",
+    "failed",
+    "cancelled",
+    "retried",
+    "yielded",
+    "duplicate",
+    "panicked",
+];
+
 /// Stages timed by `stage_duration_seconds`.
 pub const STAGES: &[&str] = &["queue_wait", "query", "archive", "notify", "end_to_end"];
 
@@ -22,7 +34,7 @@ pub struct Metrics {
     pub messages_received: IntCounter,
     /// Messages moved to the dead-letter queue, by error code.
     pub messages_dead_lettered: IntCounterVec,
-    /// Deliveries handled, by outcome (completed, failed, cancelled, retried, yielded) and
+    /// Deliveries handled, by outcome ([`JOB_OUTCOMES`]) and
     /// error code ("" when there is none).
     pub jobs: IntCounterVec,
     /// Jobs being worked on now.
@@ -58,135 +70,153 @@ impl Default for Metrics {
     }
 }
 
+/// Seconds bounds of `stage_duration_seconds`: from a fast DynamoDB write to an hour-long
+/// query, about three buckets per factor of ten.
+const STAGE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Creates metrics with the common prefix and registers them.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    #[expect(
+        clippy::expect_used,
+        reason = "names, help texts and labels are constants of this file, valid and unique; the unit test builds them all"
+    )]
+    fn register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        made: prometheus::Result<C>,
+    ) -> C {
+        let collector = made.expect("a valid metric");
+        self.0
+            .register(Box::new(collector.clone()))
+            .expect("a metric registered once");
+        collector
+    }
+
+    fn name(name: &str) -> String {
+        format!("redshift_export_{name}")
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(Self::name(name), help))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(
+            Opts::new(Self::name(name), help),
+            labels,
+        ))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(Self::name(name), help))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(Self::name(name), help), labels))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.register(HistogramVec::new(
+            HistogramOpts::new(Self::name(name), help).buckets(buckets.to_vec()),
+            labels,
+        ))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(format!("redshift_export_{name}"), help)
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            registry
-                .register(Box::new(c.clone()))
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            c
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(format!("redshift_export_{name}"), help), labels)
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            registry
-                .register(Box::new(c.clone()))
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            c
-        };
-        let messages_received = counter(
-            "messages_received_total",
-            "Messages received from the request queue.",
-        );
-        let messages_dead_lettered = counter_vec(
-            "messages_dead_lettered_total",
-            "Messages without a usable request id moved to the dead-letter queue, by error code.",
-            &["error_code"],
-        );
-        let jobs = counter_vec(
-            "jobs_total",
-            "Deliveries handled, by outcome and error code (empty when there is none).",
-            &["outcome", "error_code"],
-        );
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(format!("redshift_export_{name}"), help)
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            registry
-                .register(Box::new(g.clone()))
-                .unwrap_or_else(|e| unreachable!("{e}"));
-            g
-        };
-        let jobs_in_flight = gauge("jobs_in_flight", "Jobs being worked on now.");
-        let stage_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "redshift_export_stage_duration_seconds",
+        let r = Registrar(&registry);
+        let metrics = Metrics {
+            messages_received: r.counter(
+                "messages_received_total",
+                "Messages received from the request queue.",
+            ),
+            messages_dead_lettered: r.counter_vec(
+                "messages_dead_lettered_total",
+                "Messages without a usable request id moved to the dead-letter queue, by error code.",
+                &["error_code"],
+            ),
+            jobs: r.counter_vec(
+                "jobs_total",
+                "Deliveries handled, by outcome and error code (empty when there is none).",
+                &["outcome", "error_code"],
+            ),
+            jobs_in_flight: r.gauge("jobs_in_flight", "Jobs being worked on now."),
+            stage_duration: r.histogram_vec(
+                "stage_duration_seconds",
                 "Time spent per stage of an export.",
-            )
-            .buckets(vec![
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-                3600.0,
-            ]),
-            &["stage"],
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        registry
-            .register(Box::new(stage_duration.clone()))
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        let rows_exported = counter("rows_exported_total", "Data rows in completed archives.");
-        let archive_bytes = counter("archive_bytes_total", "Bytes of completed archives.");
-        let visibility_extensions = counter_vec(
-            "visibility_extensions_total",
-            "Visibility extensions of in-flight messages, by outcome.",
-            &["outcome"],
-        );
-        let retries = counter_vec(
-            "retries_total",
-            "Retries of transient failures inside a stage, by operation.",
-            &["operation"],
-        );
-        let aws_requests = counter_vec(
-            "aws_requests_total",
-            "AWS API attempts, SDK retries included, by service, operation and outcome.",
-            &["service", "operation", "outcome"],
-        );
-        let sweeper_actions = counter_vec(
-            "sweeper_actions_total",
-            "Open requests found idle and unleased by the sweeper, by action taken.",
-            &["action"],
-        );
-        let sweeps = counter_vec(
-            "sweeps_total",
-            "Sweeps for idle open requests, by outcome.",
-            &["outcome"],
-        );
-        let runtime_tasks = gauge(
-            "runtime_alive_tasks",
-            "Tasks alive in the async runtime when metrics were read.",
-        );
-        let build_info = IntGaugeVec::new(
-            Opts::new("redshift_export_build_info", "Build information; always 1."),
-            &["version"],
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        registry
-            .register(Box::new(build_info.clone()))
-            .unwrap_or_else(|e| unreachable!("{e}"));
-        build_info
+                STAGE_BUCKETS,
+                &["stage"],
+            ),
+            rows_exported: r.counter("rows_exported_total", "Data rows in completed archives."),
+            archive_bytes: r.counter("archive_bytes_total", "Bytes of completed archives."),
+            visibility_extensions: r.counter_vec(
+                "visibility_extensions_total",
+                "Visibility extensions of in-flight messages, by outcome.",
+                &["outcome"],
+            ),
+            retries: r.counter_vec(
+                "retries_total",
+                "Retries of transient failures inside a stage, by operation.",
+                &["operation"],
+            ),
+            aws_requests: r.counter_vec(
+                "aws_requests_total",
+                "AWS API attempts, SDK retries included, by service, operation and outcome.",
+                &["service", "operation", "outcome"],
+            ),
+            sweeper_actions: r.counter_vec(
+                "sweeper_actions_total",
+                "Open requests found idle and unleased by the sweeper, by action taken.",
+                &["action"],
+            ),
+            sweeps: r.counter_vec(
+                "sweeps_total",
+                "Sweeps for idle open requests, by outcome.",
+                &["outcome"],
+            ),
+            runtime_tasks: r.gauge(
+                "runtime_alive_tasks",
+                "Tasks alive in the async runtime when metrics were read.",
+            ),
+            build_info: r.gauge_vec(
+                "build_info",
+                "Build information; always 1.",
+                &["version"],
+            ),
+            registry,
+        };
+        metrics.initialise();
+        metrics
+    }
+
+    /// Known series start at zero, so rates exist before the first event.
+    fn initialise(&self) {
+        self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        // Known series start at zero, so rates exist before the first event.
         for stage in STAGES {
-            let _ = stage_duration.with_label_values(&[*stage]);
+            let _ = self.stage_duration.with_label_values(&[*stage]);
         }
-        for outcome in ["completed", "failed", "cancelled", "retried", "yielded"] {
-            let _ = jobs.with_label_values(&[outcome, ""]);
+        for outcome in JOB_OUTCOMES {
+            let _ = self.jobs.with_label_values(&[outcome, ""]);
         }
         for outcome in ["ok", "error"] {
-            let _ = visibility_extensions.with_label_values(&[outcome]);
-            let _ = sweeps.with_label_values(&[outcome]);
+            let _ = self.visibility_extensions.with_label_values(&[outcome]);
+            let _ = self.sweeps.with_label_values(&[outcome]);
         }
         for action in ["redriven", "orphaned"] {
-            let _ = sweeper_actions.with_label_values(&[action]);
-        }
-        Metrics {
-            registry,
-            messages_received,
-            messages_dead_lettered,
-            jobs,
-            jobs_in_flight,
-            stage_duration,
-            rows_exported,
-            archive_bytes,
-            visibility_extensions,
-            retries,
-            aws_requests,
-            sweeper_actions,
-            sweeps,
-            runtime_tasks,
-            build_info,
+            let _ = self.sweeper_actions.with_label_values(&[action]);
         }
     }
 

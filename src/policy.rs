@@ -1,11 +1,58 @@
-//! Who may be mailed. Every email the worker sends — success or failure — goes only to
+//! What a request may ask for and who may be mailed.
+//!
+//! [`prepare`] renders the request's query: a configured template with its typed parameters,
+//! or raw SQL if the configuration allows it and [`crate::sqlcheck`] accepts it. Every email the worker sends — success or failure — goes only to
 //! recipients returned by [`recipients`], which applies the configured allow-list; a request
 //! rejected for its recipients mails none of them (only [`operator_recipients`], from the
 //! configuration, may be told).
 
 use crate::config::Settings;
 use crate::error::JobError;
-use crate::message::{EmailAddress, ExportRequest};
+use crate::message::{EmailAddress, ExportRequest, Layout, QuerySource};
+use crate::sqlcheck;
+
+/// A request checked against the configuration, ready to run.
+pub struct Prepared {
+    pub select: String,
+    pub layout: Layout,
+    /// Recipients that passed the allow-list ([`recipients`]).
+    pub recipients: Vec<EmailAddress>,
+}
+
+/// Renders the query. Recipients were checked before, by [`recipients`].
+pub fn prepare(
+    settings: &Settings,
+    request: &ExportRequest,
+    recipients: Vec<EmailAddress>,
+) -> Result<Prepared, JobError> {
+    let select = match &request.query {
+        QuerySource::Template { name, params } => {
+            let template = settings.templates.get(name).ok_or_else(|| {
+                JobError::rejected(
+                    "unknown_template",
+                    format!("no query template named {name:?}"),
+                )
+            })?;
+            template.render(params)?
+        }
+        QuerySource::Sql(sql) => {
+            if !settings.sql.allow_raw {
+                return Err(JobError::rejected(
+                    "raw_sql_disabled",
+                    "raw SQL is not enabled on this worker",
+                ));
+            }
+            sqlcheck::check_raw(sql, &settings.sql)
+                .map_err(|e| JobError::rejected("invalid_sql", e))?;
+            sql.clone()
+        }
+    };
+    Ok(Prepared {
+        select,
+        layout: request.layout.unwrap_or(settings.archive.layout),
+        recipients,
+    })
+}
 
 /// The request's recipients (or the configured defaults), each checked against the allow-list.
 pub fn recipients(

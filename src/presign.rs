@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_s3::presigning::PresigningConfig;
 
+use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
 
 /// A presigned link and when it really stops working.
@@ -46,12 +47,7 @@ pub async fn presign(
                     expires_at = expires_at.min(creds_expiry);
                 }
             }
-            Err(e) => {
-                return Err(JobError::rejected(
-                    "credentials_unavailable",
-                    format!("no AWS credentials to sign with: {e}"),
-                ));
-            }
+            Err(e) => return Err(AwsError::from_credentials("s3", "presign", &e).into()),
         }
     }
     let lifetime = expires_at
@@ -68,12 +64,7 @@ pub async fn presign(
         .response_content_type("application/zip")
         .presigned(config)
         .await
-        .map_err(|e| {
-            JobError::rejected(
-                "presign_failed",
-                aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-            )
-        })?;
+        .aws("s3", "presign")?;
     Ok(Link {
         url: request.uri().to_string(),
         expires_at,

@@ -1,6 +1,6 @@
 //! Running the UNLOAD through the Redshift Data API: ExecuteStatement with a deterministic
-//! ClientToken, DescribeStatement polled with capped exponential backoff, CancelStatement on
-//! timeout or cancellation.
+//! ClientToken, DescribeStatement polled with the polling backoff ([`Backoff::polling`]),
+//! CancelStatement on timeout or cancellation.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,10 @@ use crate::aws::AwsResultExt;
 use crate::config::RedshiftSettings;
 use crate::error::JobError;
 use crate::message::RequestId;
+use crate::retry::Backoff;
+
+/// The Data API's limit on StatementName.
+const MAX_STATEMENT_NAME: usize = 500;
 
 /// A finished statement.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +53,7 @@ impl Redshift {
         let s = &self.settings;
         let name: String = format!("redshift-export-worker:{request_id}:{attempt}")
             .chars()
-            .take(500)
+            .take(MAX_STATEMENT_NAME)
             .collect();
         let out = self
             .client
@@ -79,8 +83,7 @@ impl Redshift {
     {
         let s = &self.settings;
         let deadline = Instant::now() + Duration::from_secs(s.query_timeout_secs);
-        let mut delay = Duration::from_millis(s.poll_initial_ms);
-        let max_delay = Duration::from_millis(s.poll_max_ms);
+        let mut delays = Backoff::polling(s).delays();
         loop {
             let d = self
                 .client
@@ -112,9 +115,9 @@ impl Redshift {
                 self.cancel(id).await;
                 return Err(JobError::QueryTimeout(s.query_timeout_secs));
             }
-            let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 4));
-            tokio::time::sleep(delay + jitter).await;
-            delay = (delay * 3 / 2).min(max_delay);
+            if let Some(delay) = delays.next() {
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 

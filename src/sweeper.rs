@@ -14,13 +14,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-
 use crate::aws::AwsResultExt;
 use crate::error::JobError;
-use crate::job::{self, Services};
+use crate::job;
 use crate::message::{self, RequestId};
 use crate::policy;
+use crate::retry::Backoff;
+use crate::services::Services;
+use crate::shutdown::Shutdown;
 use crate::state::{OPEN_SHARDS, StateItem, timestamp};
 
 /// Idle requests looked at per index partition and sweep; the rest wait for the next sweep.
@@ -34,13 +35,20 @@ pub struct Sweep {
 }
 
 /// Sweeps every `interval` (with up to 10 % jitter, so replicas spread out) until shutdown.
-pub async fn run(svc: Arc<Services>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
     let interval = Duration::from_secs(svc.settings.sweeper.interval_secs);
+    let mut delays = Backoff {
+        initial: interval,
+        max: interval,
+        growth_percent: 100,
+        jitter_percent: 10,
+    }
+    .delays();
     loop {
-        let jitter = Duration::from_millis(fastrand::u64(0..=interval.as_millis() as u64 / 10));
+        let delay = delays.next().unwrap_or(interval);
         tokio::select! {
-            _ = tokio::time::sleep(interval + jitter) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.stopping() => return,
         }
         match sweep(&svc).await {
             Ok(done) => {
@@ -72,8 +80,15 @@ pub async fn sweep(svc: &Services) -> Result<Sweep, JobError> {
             .idle_open_requests(shard, &cutoff, PER_SHARD)
             .await?
         {
-            let Some(item) = svc.state.load(&request_id).await? else {
-                continue;
+            let item = match svc.state.load(&request_id).await {
+                Ok(Some(item)) => item,
+                Ok(None) => continue,
+                // One item this version cannot read must not stop the sweep of the others.
+                Err(e @ JobError::Unreadable(_)) => {
+                    tracing::warn!(request_id, error = %e, "skipping a request this version cannot read");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if !lost(&item, &cutoff) {
                 continue;

@@ -1,8 +1,8 @@
 //! Building the UNLOAD statement the worker issues: the rendered SELECT as one
 //! quoted literal, a prefix unique to the request and attempt, and the configured options.
 
-use crate::config::{Layout, RedshiftSettings};
-use crate::message::{Format, RequestId};
+use crate::config::RedshiftSettings;
+use crate::message::{Format, Layout, RequestId};
 
 /// The key prefix one attempt unloads under: `<prefix>/<request_id>/<attempt>/`.
 pub fn attempt_prefix(upload_prefix: &str, request_id: &RequestId, attempt: u32) -> String {

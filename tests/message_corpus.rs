@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use redshift_export_worker::config::CompatSettings;
 use redshift_export_worker::message;
+use redshift_export_worker::message::CompatSettings;
 
 fn corpus(kind: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

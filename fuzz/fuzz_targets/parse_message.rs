@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redshift_export_worker::config::CompatSettings;
+use redshift_export_worker::message::CompatSettings;
 use redshift_export_worker::message::{self, RequestId};
 
 fuzz_target!(|data: &[u8]| {

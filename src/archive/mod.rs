@@ -22,9 +22,9 @@ use aws_sdk_s3::Client;
 use serde::Deserialize;
 
 use crate::aws::{AwsError, AwsResultExt};
-use crate::config::{ArchiveSettings, Layout};
+use crate::config::ArchiveSettings;
 use crate::error::JobError;
-use crate::message::{Format, RequestId};
+use crate::message::{Format, Layout, RequestId};
 use deflate::{Gunzip, PassError, PassThrough, Recompressor};
 use limits::Budget;
 use sink::MultipartSink;
@@ -486,13 +486,7 @@ fn csv_header(columns: &[&str]) -> String {
 }
 
 fn stream_error(operation: &'static str, e: impl std::fmt::Display) -> JobError {
-    JobError::Aws(AwsError {
-        service: "s3",
-        operation,
-        code: None,
-        detail: format!("reading the body failed: {e}"),
-        transient: true,
-    })
+    AwsError::unanswered("s3", operation, format!("reading the body failed: {e}")).into()
 }
 
 fn corrupt(part: &str, e: impl std::fmt::Display) -> JobError {

@@ -88,12 +88,8 @@ impl MultipartSink {
 
     async fn wait_in_flight(&mut self) -> Result<(), AwsError> {
         if let Some(task) = self.in_flight.take() {
-            let part = task.await.map_err(|e| AwsError {
-                service: "s3",
-                operation: "UploadPart",
-                code: None,
-                detail: format!("upload task failed: {e}"),
-                transient: true,
+            let part = task.await.map_err(|e| {
+                AwsError::unanswered("s3", "UploadPart", format!("the upload task ended: {e}"))
             })??;
             self.parts.push(part);
         }

@@ -9,6 +9,12 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::AwsSettings;
 
+/// How long a TCP (and TLS) connection to an AWS endpoint may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than its wait a ReceiveMessage attempt may take: the answer of a long poll
+/// arrives at the end of the wait, plus network and service time.
+const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
+
 /// Every client the daemon uses, sharing one SDK configuration.
 #[derive(Clone, Debug)]
 pub struct Clients {
@@ -30,7 +36,11 @@ impl Clients {
         let counted = CallMetrics {
             requests: metrics.aws_requests.clone(),
         };
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // The SDK's own retries, under ours: see `crate::retry` for how the two stack.
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(crate::retry::SDK_MAX_ATTEMPTS),
+        );
         if let Some(region) = &settings.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
@@ -39,8 +49,10 @@ impl Clients {
 
         // A long poll must be allowed to outlast its wait.
         let sqs_timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(u64::from(sqs_wait_secs) + 15))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(
+                Duration::from_secs(u64::from(sqs_wait_secs)) + LONG_POLL_SLACK,
+            )
             .build();
         let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(sqs_timeouts);
         if let Some(url) = &e.sqs {
@@ -203,10 +215,63 @@ impl AwsError {
         }
     }
 
+    /// A call that got no answer, or one that broke off (a body that stopped streaming, a
+    /// task that did not finish): transient, like every failure without a service's verdict.
+    pub fn unanswered(
+        service: &'static str,
+        operation: &'static str,
+        detail: impl std::fmt::Display,
+    ) -> AwsError {
+        AwsError {
+            service,
+            operation,
+            code: None,
+            detail: detail.to_string(),
+            transient: true,
+        }
+    }
+
+    /// The credentials chain failed. Only a configuration it cannot use is permanent; a
+    /// provider that did not answer, timed out or had nothing yet (instance metadata, a web
+    /// identity token being rotated) can succeed on the next try.
+    pub fn from_credentials(
+        service: &'static str,
+        operation: &'static str,
+        err: &aws_credential_types::provider::error::CredentialsError,
+    ) -> AwsError {
+        use aws_credential_types::provider::error::CredentialsError;
+        let transient = !matches!(err, CredentialsError::InvalidConfiguration(_));
+        AwsError {
+            service,
+            operation,
+            code: Some("CredentialsUnavailable".into()),
+            detail: format!(
+                "no AWS credentials: {}",
+                aws_sdk_s3::error::DisplayErrorContext(err)
+            ),
+            transient,
+        }
+    }
+
     pub fn code_is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
+
+    /// Whether an SQS call failed because its receipt handle no longer refers to a message
+    /// this worker holds: the message was deleted or delivered to someone else.
+    pub fn receipt_gone(&self) -> bool {
+        self.service == "sqs" && RECEIPT_GONE.iter().any(|code| self.code_is(code))
+    }
 }
+
+/// The codes SQS gives ChangeMessageVisibility and DeleteMessage for a receipt handle that no
+/// longer refers to an in-flight message.
+const RECEIPT_GONE: &[&str] = &[
+    "ReceiptHandleIsInvalid",
+    "InvalidParameterValue",
+    "MessageNotInflight",
+    "AWS.SimpleQueueService.MessageNotInflight",
+];
 
 /// Maps an SDK result into a classified error.
 pub trait AwsResultExt<T> {

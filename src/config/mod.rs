@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::message::{CompatSettings, Layout};
 use crate::template::TemplateSpec;
 
 /// The whole configuration.
@@ -136,16 +137,6 @@ pub struct UploadSettings {
     /// Delete the unloaded files once the archive is written.
     #[serde(default = "default_true")]
     pub delete_after_archive: bool,
-}
-
-/// Layout of the zip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layout {
-    /// One CSV (or JSON lines) file, header once.
-    Single,
-    /// One entry per UNLOAD part, each as produced.
-    Parts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -412,16 +403,6 @@ pub struct SqlSettings {
     /// (unqualified names would resolve through the search path, which starts at the system
     /// catalog). Required when `allow_raw` is on.
     pub allowed_schemas: Vec<String>,
-}
-
-/// Maps the AWS sample's `{"requestid", "sku", …}` messages onto a template.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CompatSettings {
-    /// Template that sample-shaped messages run; empty disables the compatibility.
-    pub sample_template: Option<String>,
-    /// Message field → template parameter.
-    pub sample_params: BTreeMap<String, String>,
 }
 
 fn default_wait_secs() -> u32 {

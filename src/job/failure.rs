@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
-use super::{Outcome, Services, advance, retrying};
+use super::Outcome;
+use super::stages::advance;
 use crate::error::JobError;
 use crate::message::{EmailAddress, ExportRequest, Fingerprinted, MessageError, RequestId};
 use crate::notify::templates::FailureContext;
+use crate::retry::retrying;
+use crate::services::Services;
 use crate::state::{Changes, LeaseOwner, StateItem, Status};
 use crate::unload;
 
@@ -28,7 +31,8 @@ pub(super) async fn after_error(
             tracing::info!(reason = %why, "another worker changed the request; leaving it");
             return Outcome::Yield;
         }
-        e if e.is_transient() => {
+        // Checked again when the message comes back, against its attempts (`unreadable`).
+        e if e.is_transient() || matches!(e, JobError::Unreadable(_)) => {
             let delay = Duration::from_secs(u64::from(svc.settings.worker.retry_delay_secs));
             tracing::warn!(error = %e, retry_in_secs = delay.as_secs(), "transient failure; the message will be retried");
             // Whoever receives the message next may take the request at once.
@@ -143,15 +147,10 @@ pub async fn reject(svc: &Services, error: MessageError, body: &[u8]) -> Outcome
         )));
     };
     let asked = Fingerprinted::of_invalid(body);
-    let item = retrying(
-        &svc.metrics,
-        "create state",
-        svc.settings.worker.stage_retries,
-        || {
-            svc.state
-                .create_or_load(&request_id, "invalid", None, &asked)
-        },
-    )
+    let item = retrying(svc.retry, &svc.metrics, "create state", || {
+        svc.state
+            .create_or_load(&request_id, "invalid", None, &asked)
+    })
     .await;
     match item {
         Ok(item) if item.fingerprint.as_deref() != Some(asked.fingerprint.as_str()) => {

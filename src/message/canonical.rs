@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{ExportRequest, Format, QuerySource, RequestId};
-use crate::config::Layout;
+use super::{ExportRequest, Format, Layout, QuerySource, RequestId};
 
 /// What a request asked for, in one canonical form: stored in the state item so that a later
 /// message with the same request id can be told apart from a true redelivery. The form is a

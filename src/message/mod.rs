@@ -8,9 +8,11 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{CompatSettings, Layout};
-
 mod canonical;
+mod sample;
+mod v1;
+
+pub use sample::CompatSettings;
 
 pub(crate) use canonical::hex_sha256;
 pub use canonical::{Fingerprinted, redrive_body};
@@ -93,6 +95,16 @@ impl Format {
     }
 }
 
+/// Layout of the zip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One CSV (or JSON lines) file, header once.
+    Single,
+    /// One entry per UNLOAD part, each as produced.
+    Parts,
+}
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QuerySource {
@@ -139,31 +151,14 @@ pub struct MessageError {
     pub request_id: Option<RequestId>,
 }
 
-/// Version 1 of the contract.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessageV1 {
-    version: u32,
-    #[expect(
-        dead_code,
-        reason = "read from the raw JSON first; declared so that deny_unknown_fields accepts it"
-    )]
-    request_id: Option<String>,
-    query: Option<String>,
-    #[serde(default)]
-    params: BTreeMap<String, Value>,
-    sql: Option<String>,
-    format: Option<Format>,
-    layout: Option<Layout>,
-    notify: Option<Notify>,
-    requested_by: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Notify {
-    #[serde(default)]
-    email: Vec<String>,
+impl MessageError {
+    fn new(code: &'static str, message: impl Into<String>, request_id: Option<RequestId>) -> Self {
+        MessageError {
+            code,
+            message: message.into(),
+            request_id,
+        }
+    }
 }
 
 /// Longest template name a message may give: names are echoed in records, logs and emails.
@@ -188,191 +183,59 @@ pub fn parse(
     max_bytes: usize,
     compat: &CompatSettings,
 ) -> Result<ExportRequest, MessageError> {
-    let fail = |code, message: String, request_id: Option<RequestId>| MessageError {
-        code,
-        message,
-        request_id,
+    let value = read_object(body, max_bytes)?;
+    let Value::Object(object) = &value else {
+        return Err(MessageError::new(
+            "invalid_message",
+            "message is not a JSON object",
+            None,
+        ));
     };
+    // The request id is found first, so that every later error can be recorded against it.
+    let versioned = object.contains_key("version");
+    let request_id = find_request_id(object, versioned, message_id)?;
+    let result = if versioned {
+        v1::parse(value, &request_id)
+    } else {
+        sample::parse(object, &request_id, compat)
+    };
+    result.map_err(|(code, message)| MessageError::new(code, message, Some(request_id)))
+}
+
+/// The body as JSON, within the size limit and as UTF-8.
+fn read_object(body: &[u8], max_bytes: usize) -> Result<Value, MessageError> {
     if body.len() > max_bytes {
-        return Err(fail(
+        return Err(MessageError::new(
             "message_too_large",
             format!("message is {} bytes; the limit is {max_bytes}", body.len()),
             None,
         ));
     }
     let text = std::str::from_utf8(body).map_err(|e| {
-        fail(
+        MessageError::new(
             "invalid_encoding",
             format!("message is not UTF-8: {e}"),
             None,
         )
     })?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| fail("invalid_json", format!("message is not JSON: {e}"), None))?;
-    let Value::Object(object) = &value else {
-        return Err(fail(
-            "invalid_message",
-            "message is not a JSON object".into(),
-            None,
-        ));
-    };
-    // The request id is found first, so that every later error can be recorded against it.
-    let id_field = if object.contains_key("version") {
-        "request_id"
-    } else {
-        "requestid"
-    };
-    let request_id = match object.get(id_field) {
-        None | Some(Value::Null) => {
-            RequestId::parse(message_id).map_err(|e| fail("invalid_request_id", e, None))?
-        }
-        Some(Value::String(s)) => {
-            RequestId::parse(s).map_err(|e| fail("invalid_request_id", e, None))?
-        }
-        Some(other) => {
-            return Err(fail(
-                "invalid_request_id",
-                format!("{id_field} must be a string, got {other}"),
-                None,
-            ));
-        }
-    };
-    let fail = |code, message: String| fail(code, message, Some(request_id.clone()));
-
-    if !object.contains_key("version") {
-        return parse_sample(object, request_id.clone(), compat)
-            .map_err(|(code, message)| fail(code, message));
-    }
-    let m: MessageV1 =
-        serde_json::from_value(value).map_err(|e| fail("invalid_message", e.to_string()))?;
-    if m.version != 1 {
-        return Err(fail(
-            "unsupported_version",
-            format!(
-                "message version {} is not supported (expected 1)",
-                m.version
-            ),
-        ));
-    }
-    if let Some((name, _)) = m
-        .params
-        .iter()
-        .find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean()))
-    {
-        return Err(fail(
-            "invalid_message",
-            format!("parameter {name} must be a string, number or boolean"),
-        ));
-    }
-    if let Some(name) = &m.query
-        && !is_template_name(name)
-    {
-        return Err(fail(
-            "invalid_message",
-            format!(
-                "query must be a template name of at most {MAX_NAME} characters from [A-Za-z0-9_.-]"
-            ),
-        ));
-    }
-    let query = match (m.query, m.sql) {
-        (Some(name), None) => QuerySource::Template {
-            name,
-            params: m.params,
-        },
-        (None, Some(sql)) if m.params.is_empty() => QuerySource::Sql(sql),
-        (None, Some(_)) => {
-            return Err(fail(
-                "invalid_message",
-                "params cannot be used with sql".into(),
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(fail(
-                "invalid_message",
-                "give either query or sql, not both".into(),
-            ));
-        }
-        (None, None) => {
-            return Err(fail(
-                "invalid_message",
-                "query (a template name) is required".into(),
-            ));
-        }
-    };
-    let recipients = m.notify.map(|n| n.email).unwrap_or_default();
-    if recipients.len() > MAX_RECIPIENTS {
-        return Err(fail(
-            "too_many_recipients",
-            format!("{} recipients; at most {MAX_RECIPIENTS}", recipients.len()),
-        ));
-    }
-    // The address itself stays out of the error: errors are logged and stored.
-    let recipients = recipients
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            EmailAddress::parse(r).map_err(|_| {
-                fail(
-                    "invalid_recipient",
-                    format!(
-                        "recipient {} of notify.email is not a valid ASCII email address",
-                        i + 1
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(by) = &m.requested_by
-        && (by.chars().count() > 256 || by.chars().any(char::is_control))
-    {
-        return Err(fail(
-            "invalid_message",
-            "requested_by must be at most 256 printable characters".into(),
-        ));
-    }
-    Ok(ExportRequest {
-        request_id,
-        query,
-        format: m.format.unwrap_or(Format::Csv),
-        layout: m.layout,
-        recipients,
-        requested_by: m.requested_by,
-    })
+    serde_json::from_str(text)
+        .map_err(|e| MessageError::new("invalid_json", format!("message is not JSON: {e}"), None))
 }
 
-/// The AWS sample's `{"requestid": …, "sku": …, …}`, mapped onto the configured template.
-fn parse_sample(
+/// The request id the message names (`request_id`, or the sample's `requestid`), or the SQS
+/// message id when it names none.
+fn find_request_id(
     object: &serde_json::Map<String, Value>,
-    request_id: RequestId,
-    compat: &CompatSettings,
-) -> Result<ExportRequest, (&'static str, String)> {
-    let Some(template) = &compat.sample_template else {
-        return Err((
-            "invalid_message",
-            "message has no version and the compatibility mapping for sample messages is not configured".into(),
-        ));
-    };
-    let mut params = BTreeMap::new();
-    for (field, value) in object {
-        if field == "requestid" {
-            continue;
-        }
-        // The sample's other fields (productname, createdate) carry nothing the query uses.
-        if let Some(param) = compat.sample_params.get(field) {
-            params.insert(param.clone(), value.clone());
-        }
+    versioned: bool,
+    message_id: &str,
+) -> Result<RequestId, MessageError> {
+    let id_field = if versioned { "request_id" } else { "requestid" };
+    let invalid = |e: String| MessageError::new("invalid_request_id", e, None);
+    match object.get(id_field) {
+        None | Some(Value::Null) => RequestId::parse(message_id).map_err(invalid),
+        Some(Value::String(s)) => RequestId::parse(s).map_err(invalid),
+        Some(other) => Err(invalid(format!("{id_field} must be a string, got {other}"))),
     }
-    Ok(ExportRequest {
-        request_id,
-        query: QuerySource::Template {
-            name: template.clone(),
-            params,
-        },
-        format: Format::Csv,
-        layout: None,
-        recipients: Vec::new(),
-        requested_by: Some("aws-sample".into()),
-    })
 }
 
 #[cfg(test)]

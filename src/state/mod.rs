@@ -13,9 +13,12 @@ use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
 use crate::message::{Fingerprinted, RequestId};
 
+mod item;
 mod lease;
 mod open;
 
+use item::{Attributes, n, s};
+pub use item::{Changes, Event, StateItem};
 pub use lease::LeaseOwner;
 pub use open::{OPEN_INDEX, OPEN_SHARDS};
 
@@ -63,69 +66,6 @@ impl Status {
     }
 }
 
-/// The `state` item.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct StateItem {
-    pub request_id: String,
-    #[serde(serialize_with = "status_str")]
-    pub status: Status,
-    pub attempt: u32,
-    pub statement_id: Option<String>,
-    pub query: Option<String>,
-    pub requested_by: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub rows: Option<u64>,
-    pub archive_bytes: Option<u64>,
-    pub archive_key: Option<String>,
-    pub url_expires_at: Option<String>,
-    pub notified_at: Option<String>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    /// What was asked, in canonical form (empty for a message that was not a valid request).
-    pub request: Option<String>,
-    /// SHA-256 of `request` (or of an invalid message's body): a message with the same
-    /// request id and another fingerprint is not a redelivery and must not touch the item.
-    pub fingerprint: Option<String>,
-    /// How often the sweeper sent the request again because its message had gone.
-    pub redrives: u32,
-    /// Set by `cancel`; the worker stops at its next check and records CANCELLED.
-    pub cancel_requested: bool,
-    /// The job working on the request (worker id and a per-job token), and until when (epoch
-    /// seconds) unless it renews.
-    pub lease_owner: Option<String>,
-    pub lease_expires_at: Option<u64>,
-    pub version: u64,
-}
-
-fn status_str<S: serde::Serializer>(s: &Status, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.as_str())
-}
-
-/// One history event.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Event {
-    pub at: String,
-    pub from: String,
-    pub to: String,
-    pub worker: String,
-    pub detail: String,
-}
-
-/// Attributes a transition sets besides status, version and updated_at.
-#[derive(Debug, Default, Clone)]
-pub struct Changes {
-    pub attempt: Option<u32>,
-    pub statement_id: Option<String>,
-    pub rows: Option<u64>,
-    pub archive_bytes: Option<u64>,
-    pub archive_key: Option<String>,
-    pub url_expires_at: Option<String>,
-    pub notified_at: Option<String>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-}
-
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -147,14 +87,6 @@ pub struct StateStore {
 }
 
 const STATE_SK: &str = "state";
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
 
 impl StateStore {
     pub fn new(client: Client, table: String, ttl_days: u32, worker: String) -> Self {
@@ -186,24 +118,34 @@ impl StateStore {
         detail: &str,
         now: SystemTime,
     ) -> Put {
-        let at = timestamp(now);
-        let item = HashMap::from([
+        let event = Event {
+            at: timestamp(now),
+            from: from.to_string(),
+            to: to.as_str().to_string(),
+            worker: self.worker.clone(),
+            detail: detail.to_string(),
+        };
+        let mut item = event.to_attributes();
+        item.extend([
             ("request_id".to_string(), s(request_id)),
-            ("sk".to_string(), s(format!("event#{at}#{version:06}"))),
-            ("from".to_string(), s(from)),
-            ("to".to_string(), s(to.as_str())),
-            ("at".to_string(), s(at)),
-            ("worker".to_string(), s(&self.worker)),
-            ("detail".to_string(), s(detail)),
+            (
+                "sk".to_string(),
+                s(format!("event#{}#{version:06}", event.at)),
+            ),
             ("expires_at".to_string(), self.expires_at(now)),
         ]);
-        // Infallible: table name and item are set.
+        self.put_new(item)
+    }
+
+    /// A put of a new item (it must not exist yet).
+    fn put_new(&self, item: Attributes) -> Put {
+        #[expect(clippy::expect_used, reason = "the table name and the item are set")]
         Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(request_id)")
             .build()
-            .unwrap_or_else(|_| unreachable!("table and item are set"))
+            .expect("a complete put")
     }
 
     /// Creates the request in QUEUED, or returns the existing item when it is already known
@@ -217,34 +159,40 @@ impl StateStore {
     ) -> Result<StateItem, JobError> {
         let now = SystemTime::now();
         let at = timestamp(now);
-        let mut item = HashMap::from([
-            ("request_id".to_string(), s(request_id.as_str())),
+        let created = StateItem {
+            request_id: request_id.to_string(),
+            status: Status::Queued,
+            attempt: 0,
+            statement_id: None,
+            query: Some(query.to_string()),
+            requested_by: requested_by.map(str::to_string),
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            rows: None,
+            archive_bytes: None,
+            archive_key: None,
+            url_expires_at: None,
+            notified_at: None,
+            error_code: None,
+            error_message: None,
+            request: Some(asked.canonical.clone()).filter(|c| !c.is_empty()),
+            fingerprint: Some(asked.fingerprint.clone()),
+            redrives: 0,
+            cancel_requested: false,
+            lease_owner: None,
+            lease_expires_at: None,
+            version: 1,
+        };
+        let mut item = created.to_attributes();
+        item.extend([
             ("sk".to_string(), s(STATE_SK)),
-            ("status".to_string(), s(Status::Queued.as_str())),
-            ("attempt".to_string(), n(0)),
-            ("query".to_string(), s(query)),
-            ("created_at".to_string(), s(&at)),
-            ("updated_at".to_string(), s(&at)),
-            ("version".to_string(), n(1)),
             ("expires_at".to_string(), self.expires_at(now)),
-            ("fingerprint".to_string(), s(&asked.fingerprint)),
             (
                 open::OPEN_SHARD.to_string(),
                 s(open::shard_of(request_id.as_str())),
             ),
         ]);
-        if !asked.canonical.is_empty() {
-            item.insert("request".into(), s(&asked.canonical));
-        }
-        if let Some(by) = requested_by {
-            item.insert("requested_by".into(), s(by));
-        }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(request_id)")
-            .build()
-            .unwrap_or_else(|_| unreachable!("table and item are set"));
+        let put = self.put_new(item);
         let event = self.event_put(
             request_id.as_str(),
             1,
@@ -275,76 +223,13 @@ impl StateStore {
         let now = SystemTime::now();
         let at = timestamp(now);
         let next_version = current.version + 1;
-        let mut names = HashMap::from([
-            ("#status".to_string(), "status".to_string()),
-            ("#version".to_string(), "version".to_string()),
-            ("#updated_at".to_string(), "updated_at".to_string()),
+        let mut set = changes.to_attributes();
+        set.extend([
+            ("status".to_string(), s(to.as_str())),
+            ("version".to_string(), n(next_version)),
+            ("updated_at".to_string(), s(&at)),
         ]);
-        let mut values = HashMap::from([
-            (":status".to_string(), s(to.as_str())),
-            (":version".to_string(), n(next_version)),
-            (":expected".to_string(), n(current.version)),
-            (":updated_at".to_string(), s(&at)),
-        ]);
-        let mut sets = vec![
-            "#status = :status",
-            "#version = :version",
-            "#updated_at = :updated_at",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        let mut set = |name: &str, value: AttributeValue| {
-            names.insert(format!("#{name}"), name.to_string());
-            values.insert(format!(":{name}"), value);
-            sets.push(format!("#{name} = :{name}"));
-        };
-        let c = &changes;
-        if let Some(v) = c.attempt {
-            set("attempt", n(v));
-        }
-        if let Some(v) = &c.statement_id {
-            set("statement_id", s(v));
-        }
-        if let Some(v) = c.rows {
-            set("rows", n(v));
-        }
-        if let Some(v) = c.archive_bytes {
-            set("archive_bytes", n(v));
-        }
-        if let Some(v) = &c.archive_key {
-            set("archive_key", s(v));
-        }
-        if let Some(v) = &c.url_expires_at {
-            set("url_expires_at", s(v));
-        }
-        if let Some(v) = &c.notified_at {
-            set("notified_at", s(v));
-        }
-        if let Some(v) = &c.error_code {
-            set("error_code", s(v));
-        }
-        if let Some(v) = &c.error_message {
-            set("error_message", s(v));
-        }
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key("request_id", s(&current.request_id))
-            .key("sk", s(STATE_SK))
-            .update_expression(if to.is_terminal() {
-                format!(
-                    "SET {} REMOVE lease_owner, lease_expires_at, {}",
-                    sets.join(", "),
-                    open::OPEN_SHARD
-                )
-            } else {
-                format!("SET {}", sets.join(", "))
-            })
-            .condition_expression("#version = :expected")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .unwrap_or_else(|_| unreachable!("table, key and expression are set"));
+        let update = self.update_state(current, to, &set);
         let event = self.event_put(
             &current.request_id,
             next_version,
@@ -377,20 +262,42 @@ impl StateStore {
                 current.version
             )));
         }
-        let mut next = current.clone();
-        next.status = to;
-        next.version = next_version;
-        next.updated_at = at;
-        next.attempt = c.attempt.unwrap_or(next.attempt);
-        next.statement_id = c.statement_id.clone().or(next.statement_id);
-        next.rows = c.rows.or(next.rows);
-        next.archive_bytes = c.archive_bytes.or(next.archive_bytes);
-        next.archive_key = c.archive_key.clone().or(next.archive_key);
-        next.url_expires_at = c.url_expires_at.clone().or(next.url_expires_at);
-        next.notified_at = c.notified_at.clone().or(next.notified_at);
-        next.error_code = c.error_code.clone().or(next.error_code);
-        next.error_message = c.error_message.clone().or(next.error_message);
-        Ok(next)
+        let mut next = current.to_attributes();
+        next.extend(set);
+        StateItem::from_attributes(&next)
+    }
+
+    /// The conditional update of a transition from `current`: sets `set`, and for a terminal
+    /// status also gives up the lease and leaves the open-requests index.
+    fn update_state(&self, current: &StateItem, to: Status, set: &Attributes) -> Update {
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":expected".to_string(), n(current.version))]);
+        let mut sets = Vec::with_capacity(set.len());
+        for (name, value) in set {
+            names.insert(format!("#{name}"), name.clone());
+            values.insert(format!(":{name}"), value.clone());
+            sets.push(format!("#{name} = :{name}"));
+        }
+        // Sorted, so the same transition is always the same request.
+        sets.sort();
+        let mut expression = format!("SET {}", sets.join(", "));
+        if to.is_terminal() {
+            expression.push_str(&format!(
+                " REMOVE lease_owner, lease_expires_at, {}",
+                open::OPEN_SHARD
+            ));
+        }
+        #[expect(clippy::expect_used, reason = "table, key and expression are all set")]
+        Update::builder()
+            .table_name(&self.table)
+            .key("request_id", s(&current.request_id))
+            .key("sk", s(STATE_SK))
+            .update_expression(expression)
+            .condition_expression("#version = :expected")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("a complete update")
     }
 
     /// Whether the item already is what this job's transition from `current` to `to` wrote:
@@ -447,7 +354,9 @@ impl StateStore {
             .send()
             .await
             .aws("dynamodb", "GetItem")?;
-        out.item.map(|item| parse_state(&item)).transpose()
+        out.item
+            .map(|item| StateItem::from_attributes(&item))
+            .transpose()
     }
 
     /// Every history event, oldest first.
@@ -465,20 +374,7 @@ impl StateStore {
             .items()
             .send();
         while let Some(item) = pages.next().await {
-            let item = item.aws("dynamodb", "Query")?;
-            let get = |k: &str| {
-                item.get(k)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            events.push(Event {
-                at: get("at"),
-                from: get("from"),
-                to: get("to"),
-                worker: get("worker"),
-                detail: get("detail"),
-            });
+            events.push(Event::from_attributes(&item.aws("dynamodb", "Query")?));
         }
         Ok(events)
     }
@@ -503,46 +399,5 @@ fn is_condition_failure<R>(
             .iter()
             .any(|r| r.code() == Some("ConditionalCheckFailed")),
         _ => false,
-    })
-}
-
-fn parse_state(item: &HashMap<String, AttributeValue>) -> Result<StateItem, JobError> {
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let num = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    let bad = |what: &str| JobError::Conflict(format!("state item has no valid {what}"));
-    let status = text("status")
-        .and_then(|v| Status::parse(&v))
-        .ok_or_else(|| bad("status"))?;
-    Ok(StateItem {
-        request_id: text("request_id").ok_or_else(|| bad("request_id"))?,
-        status,
-        attempt: num("attempt").unwrap_or(0) as u32,
-        statement_id: text("statement_id"),
-        query: text("query"),
-        requested_by: text("requested_by"),
-        created_at: text("created_at").unwrap_or_default(),
-        updated_at: text("updated_at").unwrap_or_default(),
-        rows: num("rows"),
-        archive_bytes: num("archive_bytes"),
-        archive_key: text("archive_key"),
-        url_expires_at: text("url_expires_at"),
-        notified_at: text("notified_at"),
-        error_code: text("error_code"),
-        error_message: text("error_message"),
-        request: text("request"),
-        fingerprint: text("fingerprint"),
-        redrives: num("redrives").unwrap_or(0) as u32,
-        cancel_requested: item
-            .get("cancel_requested")
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false),
-        lease_owner: text("lease_owner"),
-        lease_expires_at: num("lease_expires_at"),
-        version: num("version").ok_or_else(|| bad("version"))?,
     })
 }

@@ -1,0 +1,288 @@
+//! The stage machine: what one export does in each recorded state, and the transition it
+//! records when that is done — QUEUED → QUERYING → ARCHIVING → NOTIFYING → COMPLETED.
+//! [`run_stages`] is the whole of it; every step is recorded before the next one starts,
+//! so a job that stops anywhere is resumed from the recorded state by whoever receives the
+//! message next (docs/ARCHITECTURE.md, "The state machine").
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::archive::Plan;
+use crate::error::JobError;
+use crate::message::{EmailAddress, ExportRequest};
+use crate::notify::templates::{ReadyContext, human_size};
+use crate::policy::Prepared;
+use crate::retry::retrying;
+use crate::services::Services;
+use crate::state::{Changes, StateItem, Status, timestamp};
+use crate::{presign, unload};
+
+/// Advances the request until it is terminal. `item` always holds the latest recorded state.
+pub(super) async fn run_stages(
+    svc: &Services,
+    request: &ExportRequest,
+    p: &Prepared,
+    item: &mut StateItem,
+) -> Result<Status, JobError> {
+    let rid = request.request_id.as_str();
+    loop {
+        let started = Instant::now();
+        svc.health.job_stage(rid, stage_name(item.status));
+        if !item.status.is_terminal() && svc.state.cancel_requested(rid).await? {
+            return Err(JobError::Cancelled);
+        }
+        let (to, changes, detail) = match item.status {
+            Status::Queued => submit(svc, request, p, item).await?,
+            Status::Querying => query(svc, request, item).await?,
+            Status::Archiving => archive(svc, request, p, item).await?,
+            Status::Notifying => notify(svc, request, p, item).await?,
+            terminal => return Ok(terminal),
+        };
+        *item = advance(svc, item, to, changes, &detail).await?;
+        after(svc, item, started).await;
+    }
+}
+
+/// What a stage did: the status to record, with what, and the history event's detail.
+type Step = (Status, Changes, String);
+
+/// QUEUED: submit the UNLOAD of the next attempt (its ClientToken makes a repeat harmless).
+async fn submit(
+    svc: &Services,
+    request: &ExportRequest,
+    p: &Prepared,
+    item: &StateItem,
+) -> Result<Step, JobError> {
+    let s = &svc.settings;
+    let rid = &request.request_id;
+    let attempt = item.attempt + 1;
+    let prefix = unload::attempt_prefix(&s.upload.prefix, rid, attempt);
+    let sql = unload::build(
+        &p.select,
+        request.format,
+        p.layout,
+        &s.redshift,
+        &s.upload.bucket,
+        &prefix,
+    );
+    let id = retrying(svc.retry, &svc.metrics, "execute statement", || {
+        svc.redshift.execute(&sql, rid, attempt)
+    })
+    .await?;
+    tracing::Span::current().record("statement_id", id.as_str());
+    tracing::info!(attempt, "statement submitted");
+    let changes = Changes {
+        attempt: Some(attempt),
+        statement_id: Some(id.clone()),
+        ..Changes::default()
+    };
+    Ok((
+        Status::Querying,
+        changes,
+        format!("statement {id} submitted"),
+    ))
+}
+
+/// QUERYING: wait for the recorded statement (re-attaching after a restart) and hold the
+/// result to `archive.max_rows`.
+async fn query(
+    svc: &Services,
+    request: &ExportRequest,
+    item: &StateItem,
+) -> Result<Step, JobError> {
+    let Some(id) = item.statement_id.clone() else {
+        return Err(JobError::Conflict("QUERYING without a statement id".into()));
+    };
+    tracing::Span::current().record("statement_id", id.as_str());
+    let rid = request.request_id.as_str();
+    // A transient DescribeStatement failure is retried by re-attaching later.
+    let finished = svc
+        .redshift
+        .wait(&id, || async {
+            svc.state.cancel_requested(rid).await.unwrap_or(false)
+        })
+        .await?;
+    tracing::info!(result_rows = finished.result_rows, "statement finished");
+    let max_rows = svc.settings.archive.max_rows;
+    if max_rows > 0 && u64::try_from(finished.result_rows).unwrap_or(0) > max_rows {
+        return Err(JobError::rejected(
+            "export_too_large",
+            format!(
+                "the query returned {} rows; at most {max_rows} may be exported (archive.max_rows)",
+                finished.result_rows
+            ),
+        ));
+    }
+    Ok((
+        Status::Archiving,
+        Changes::default(),
+        "query finished".into(),
+    ))
+}
+
+/// ARCHIVING: build the zip from the attempt's unloaded files (the same key every time, so a
+/// rebuild replaces it), within the archive slots.
+async fn archive(
+    svc: &Services,
+    request: &ExportRequest,
+    p: &Prepared,
+    item: &StateItem,
+) -> Result<Step, JobError> {
+    let prefix = unload::attempt_prefix(
+        &svc.settings.upload.prefix,
+        &request.request_id,
+        item.attempt,
+    );
+    let plan = Plan {
+        request_id: &request.request_id,
+        format: request.format,
+        layout: p.layout,
+        unload_prefix: &prefix,
+    };
+    let _slot = svc
+        .archive_slots
+        .acquire()
+        .await
+        .map_err(|_| JobError::Conflict("the archive slots are closed".into()))?;
+    let archived = retrying(svc.retry, &svc.metrics, "build archive", || {
+        svc.archiver.build(plan)
+    })
+    .await?;
+    tracing::info!(rows = archived.rows, archive_bytes = archived.bytes, archive_key = %archived.key, "archive written");
+    let changes = Changes {
+        rows: Some(archived.rows),
+        archive_bytes: Some(archived.bytes),
+        archive_key: Some(archived.key),
+        ..Changes::default()
+    };
+    Ok((Status::Notifying, changes, "archive written".into()))
+}
+
+/// NOTIFYING: send the email unless its acceptance was recorded already.
+async fn notify(
+    svc: &Services,
+    request: &ExportRequest,
+    p: &Prepared,
+    item: &StateItem,
+) -> Result<Step, JobError> {
+    let mut changes = Changes::default();
+    if item.notified_at.is_none() {
+        let (sent_at, expires_at) = notify_ready(svc, request, item, &p.recipients).await?;
+        changes.notified_at = Some(sent_at);
+        changes.url_expires_at = Some(expires_at);
+    }
+    Ok((Status::Completed, changes, "email accepted".into()))
+}
+
+/// What follows a recorded transition: the finished stage's duration, the unloaded files
+/// once the archive holds them, and the totals of a completed export.
+async fn after(svc: &Services, item: &StateItem, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let m = &svc.metrics;
+    match item.status {
+        Status::Archiving => m.observe_stage("query", elapsed),
+        Status::Notifying => {
+            m.observe_stage("archive", elapsed);
+            if svc.settings.upload.delete_after_archive {
+                delete_unloaded(svc, item).await;
+            }
+        }
+        Status::Completed => {
+            m.observe_stage("notify", elapsed);
+            m.rows_exported.inc_by(item.rows.unwrap_or(0));
+            m.archive_bytes.inc_by(item.archive_bytes.unwrap_or(0));
+            if let Ok(created) = humantime::parse_rfc3339(&item.created_at)
+                && let Ok(total) = SystemTime::now().duration_since(created)
+            {
+                m.observe_stage("end_to_end", total.as_secs_f64());
+            }
+            tracing::info!("export completed");
+        }
+        _ => {}
+    }
+}
+
+/// Deletes the attempt's unloaded files once the archive is recorded (best effort: the
+/// bucket's lifecycle rule is the safety net).
+async fn delete_unloaded(svc: &Services, item: &StateItem) {
+    let Ok(rid) = crate::message::RequestId::parse(&item.request_id) else {
+        return;
+    };
+    let prefix = unload::attempt_prefix(&svc.settings.upload.prefix, &rid, item.attempt);
+    match svc.archiver.delete_unloaded(&prefix).await {
+        Ok(n) => tracing::debug!(objects = n, "unloaded files deleted"),
+        Err(e) => tracing::warn!(error = %e, "unloaded files could not be deleted"),
+    }
+}
+
+/// Records a transition, retrying transient failures like any other stage step (a write
+/// whose response was lost is recognised as this job's own by the state store).
+pub(super) async fn advance(
+    svc: &Services,
+    item: &StateItem,
+    to: Status,
+    changes: Changes,
+    detail: &str,
+) -> Result<StateItem, JobError> {
+    retrying(svc.retry, &svc.metrics, "record transition", || {
+        svc.state.transition(item, to, changes.clone(), detail)
+    })
+    .await
+}
+
+fn stage_name(status: Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::Querying => "querying",
+        Status::Archiving => "archiving",
+        Status::Notifying => "notifying",
+        _ => "finishing",
+    }
+}
+
+/// Presigns the link and sends the success email; returns (sent at, link expiry).
+async fn notify_ready(
+    svc: &Services,
+    request: &ExportRequest,
+    item: &StateItem,
+    recipients: &[EmailAddress],
+) -> Result<(String, String), JobError> {
+    let s = &svc.settings;
+    let key = item
+        .archive_key
+        .clone()
+        .unwrap_or_else(|| svc.archiver.archive_key(&request.request_id));
+    let filename = format!("{}.zip", request.request_id);
+    let link = presign::presign(
+        &svc.clients.s3,
+        &svc.clients.sdk,
+        &s.archive.bucket,
+        &key,
+        &filename,
+        Duration::from_secs(s.presign.expiry_secs),
+    )
+    .await?;
+    let expires_at = timestamp(link.expires_at);
+    let bytes = item.archive_bytes.unwrap_or(0);
+    let rendered = svc
+        .templates
+        .ready(&ReadyContext {
+            request_id: request.request_id.as_str(),
+            query: request.query_name(),
+            rows: item.rows.unwrap_or(0),
+            archive_bytes: bytes,
+            archive_size: human_size(bytes),
+            url: &link.url,
+            expires_at: expires_at.clone(),
+        })
+        .map_err(|e| JobError::Email {
+            message: e,
+            transient: false,
+        })?;
+    let mail_id = format!("{}.{}", request.request_id, item.attempt);
+    let id = retrying(svc.retry, &svc.metrics, "send email", || {
+        svc.mailer.send(recipients, &rendered, &mail_id)
+    })
+    .await?;
+    tracing::info!(transport = svc.mailer.transport_name(), recipients = recipients.len(), message_id = ?id, "email accepted");
+    Ok((timestamp(SystemTime::now()), expires_at))
+}
