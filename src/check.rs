@@ -213,7 +213,7 @@ async fn table(svc: &Target<'_>) -> Result<String, String> {
     });
     if !index_ok && svc.settings.sweeper.enabled {
         return Err(format!(
-            "table {name} needs the global secondary index {OPEN_INDEX} (partition key open_shard (S), sort key updated_at (S), keys only) for the sweeper; see docs/OPERATIONS.md"
+            "table {name} needs the global secondary index {OPEN_INDEX} (partition key open_shard (S), sort key updated_at (S), keys only) for the sweeper; see the DynamoDB item in docs/ARCHITECTURE.md"
         ));
     }
     Ok(format!(

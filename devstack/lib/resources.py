@@ -36,7 +36,7 @@ def main():
                 {"AttributeName": "request_id", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
-            # The sparse index of open requests the sweeper reads (docs/OPERATIONS.md).
+            # The sparse index of open requests the sweeper reads (docs/ARCHITECTURE.md).
             GlobalSecondaryIndexes=[
                 {
                     "IndexName": "open-requests",

@@ -1,5 +1,6 @@
 //! Writing the archive object by S3 multipart upload with bounded memory: one part filling,
-//! at most one uploading.
+//! at most one uploading. The part size grows with the archive ([`part_size`]), so an archive
+//! never runs out of S3's 10,000 parts before it reaches [`capacity`].
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -8,8 +9,35 @@ use tokio::task::JoinHandle;
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::config::{ArchiveSettings, ServerSideEncryption};
+use crate::error::JobError;
 
 type PartUpload = JoinHandle<Result<CompletedPart, AwsError>>;
+
+const MIB: u64 = 1024 * 1024;
+/// S3's most parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's largest part.
+const MAX_PART_BYTES: u64 = 5 * 1024 * MIB;
+/// The part size doubles after every this many parts.
+const PARTS_PER_SIZE: u64 = 1_000;
+
+/// The size of part `number` (from 1) when the first parts are `base` bytes: `base` for the
+/// first 1,000 parts, doubling every 1,000 parts after, capped at S3's 5 GiB. Small archives
+/// keep small parts (and little memory); with 8 MiB parts the 10,000 parts hold about 8 TiB
+/// instead of 78 GiB.
+pub fn part_size(base: u64, number: u64) -> u64 {
+    let doublings = u32::try_from(number.saturating_sub(1) / PARTS_PER_SIZE).unwrap_or(u32::MAX);
+    base.checked_shl(doublings)
+        .unwrap_or(MAX_PART_BYTES)
+        .min(MAX_PART_BYTES)
+}
+
+/// The largest archive [`MAX_PARTS`] parts of the [`part_size`] schedule hold.
+pub fn capacity(base: u64) -> u64 {
+    (0..MAX_PARTS / PARTS_PER_SIZE)
+        .map(|tier| part_size(base, tier * PARTS_PER_SIZE + 1).saturating_mul(PARTS_PER_SIZE))
+        .fold(0, u64::saturating_add)
+}
 
 /// A multipart upload in progress.
 pub struct MultipartSink {
@@ -17,6 +45,9 @@ pub struct MultipartSink {
     bucket: String,
     key: String,
     upload_id: String,
+    /// The first parts' size; later parts grow ([`part_size`]).
+    base_part_size: u64,
+    /// The size of the part being filled.
     part_size: usize,
     buffer: Vec<u8>,
     in_flight: Option<PartUpload>,
@@ -47,12 +78,14 @@ impl MultipartSink {
         };
         let out = req.send().await.aws("s3", "CreateMultipartUpload")?;
         let upload_id = out.upload_id.unwrap_or_default();
-        let part_size = settings.part_size_mib as usize * 1024 * 1024;
+        let base_part_size = u64::from(settings.part_size_mib) * MIB;
+        let part_size = usize::try_from(base_part_size).unwrap_or(usize::MAX);
         Ok(MultipartSink {
             client,
             bucket: settings.bucket.clone(),
             key,
             upload_id,
+            base_part_size,
             part_size,
             buffer: Vec::with_capacity(part_size),
             in_flight: None,
@@ -63,8 +96,8 @@ impl MultipartSink {
 
     /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill. The
     /// buffer never grows past one part, and each upload gets an allocation of exactly one
-    /// part, so memory stays at about three parts whatever the archive's size.
-    pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), AwsError> {
+    /// part, so memory stays at about three parts of the current size.
+    pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), JobError> {
         self.written += data.len() as u64;
         let mut input = data.as_slice();
         while !input.is_empty() {
@@ -81,11 +114,6 @@ impl MultipartSink {
         Ok(())
     }
 
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     async fn wait_in_flight(&mut self) -> Result<(), AwsError> {
         if let Some(task) = self.in_flight.take() {
             let part = task.await.map_err(|e| {
@@ -96,9 +124,23 @@ impl MultipartSink {
         Ok(())
     }
 
-    async fn upload(&mut self, body: Vec<u8>) -> Result<(), AwsError> {
+    async fn upload(&mut self, body: Vec<u8>) -> Result<(), JobError> {
         self.wait_in_flight().await?;
-        let number = self.parts.len() as i32 + 1;
+        let number = self.parts.len() as u64 + 1;
+        if number > MAX_PARTS {
+            // Unreachable within archive.max_uncompressed_bytes, which validation holds below
+            // the schedule's capacity; refused rather than failed by S3 at completion.
+            return Err(JobError::rejected(
+                "export_too_large",
+                format!(
+                    "the archive outgrew S3's {MAX_PARTS} parts ({} bytes written)",
+                    self.written
+                ),
+            ));
+        }
+        let next = part_size(self.base_part_size, number + 1);
+        self.part_size = usize::try_from(next).unwrap_or(usize::MAX);
+        let number = i32::try_from(number).unwrap_or(i32::MAX);
         let req = self
             .client
             .upload_part()
@@ -118,7 +160,7 @@ impl MultipartSink {
     }
 
     /// Uploads what is left and completes the object; returns its size.
-    pub async fn finish(mut self) -> Result<u64, AwsError> {
+    pub async fn finish(mut self) -> Result<u64, JobError> {
         let last = std::mem::take(&mut self.buffer);
         if !last.is_empty() || self.parts.is_empty() && self.in_flight.is_none() {
             self.upload(last).await?;
@@ -146,7 +188,7 @@ impl MultipartSink {
                 tracing::info!(archive_key = %self.key, error = %e, "the archive upload had completed; its response was lost");
                 Ok(self.written)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -212,6 +254,23 @@ fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_grow_so_that_ten_thousand_hold_terabytes() {
+        let base = 8 * MIB;
+        assert_eq!(part_size(base, 1), base);
+        assert_eq!(part_size(base, 1_000), base);
+        assert_eq!(part_size(base, 1_001), 2 * base);
+        assert_eq!(part_size(base, 10_000), MAX_PART_BYTES);
+        let sizes: Vec<u64> = (1..=MAX_PARTS).map(|n| part_size(base, n)).collect();
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
+        assert!(sizes.iter().all(|s| (5 * MIB..=MAX_PART_BYTES).contains(s)));
+        // A fixed 8 MiB part held 78 GiB; the schedule holds the default 1 TiB cap many
+        // times over, and about 5 TB even from the smallest part S3 allows.
+        assert_eq!(capacity(base), sizes.iter().sum::<u64>());
+        assert!(capacity(base) > 7 * (1 << 40));
+        assert!(capacity(5 * MIB) > 5_000_000_000_000);
+    }
 
     fn part(n: i32, etag: &str) -> CompletedPart {
         CompletedPart::builder().part_number(n).e_tag(etag).build()

@@ -70,43 +70,57 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Checks everything that types alone cannot.
+    /// Checks everything that types alone cannot, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        let mut check = |ok: bool, problem: String| {
-            if !ok {
-                problems.push(problem);
-            }
-        };
-        check(!self.queue.url.is_empty(), "queue.url is empty".into());
-        check(
+        let mut p = Problems::default();
+        self.check_queue(&mut p);
+        self.check_redshift(&mut p);
+        self.check_storage(&mut p);
+        self.check_email(&mut p);
+        self.check_worker(&mut p);
+        self.check_templates(&mut p);
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(p.0))
+        }
+    }
+
+    /// The queue and the table.
+    fn check_queue(&self, p: &mut Problems) {
+        p.check(!self.queue.url.is_empty(), "queue.url is empty".into());
+        p.check(
             (1..=20).contains(&self.queue.wait_secs),
             "queue.wait_secs must be 1–20".into(),
         );
-        check(
+        p.check(
             (30..=43_200).contains(&self.queue.visibility_timeout_secs),
             "queue.visibility_timeout_secs must be 30–43200".into(),
         );
-        check(
+        p.check(
             (1..=262_144).contains(&self.queue.max_message_bytes),
             "queue.max_message_bytes must be 1–262144 (SQS's limit; the request is stored in DynamoDB's 400 KB item)".into(),
         );
-        check(!self.state.table.is_empty(), "state.table is empty".into());
+        p.check(!self.state.table.is_empty(), "state.table is empty".into());
+    }
+
+    /// How the worker reaches Redshift.
+    fn check_redshift(&self, p: &mut Problems) {
         let r = &self.redshift;
-        check(
+        p.check(
             r.cluster_identifier.is_some() != r.workgroup_name.is_some(),
             "set exactly one of redshift.cluster_identifier and redshift.workgroup_name".into(),
         );
-        check(
+        p.check(
             !(r.secret_arn.is_some() && r.db_user.is_some()),
             "set at most one of redshift.secret_arn and redshift.db_user".into(),
         );
-        check(
+        p.check(
             !(r.workgroup_name.is_some() && r.db_user.is_some()),
             "redshift.db_user works only with a cluster; use secret_arn for a workgroup".into(),
         );
-        check(!r.database.is_empty(), "redshift.database is empty".into());
-        check(
+        p.check(!r.database.is_empty(), "redshift.database is empty".into());
+        p.check(
             r.iam_role == "default"
                 || r.iam_role
                     .split(',')
@@ -116,15 +130,15 @@ impl Settings {
                 r.iam_role
             ),
         );
-        check(
+        p.check(
             (5..=6200).contains(&r.max_file_size_mb),
             "redshift.max_file_size_mb must be 5–6200".into(),
         );
-        check(
+        p.check(
             r.poll_initial_ms > 0 && r.poll_max_ms >= r.poll_initial_ms,
             "redshift.poll_* delays are inconsistent".into(),
         );
-        check(
+        p.check(
             r.query_timeout_secs > 0,
             "redshift.query_timeout_secs must be positive".into(),
         );
@@ -132,21 +146,25 @@ impl Settings {
             ("redshift.kms_key_id", &r.kms_key_id),
             ("redshift.region", &r.region),
         ] {
-            check(
+            p.check(
                 value
                     .as_ref()
                     .is_none_or(|v| !v.is_empty() && !v.contains('\'') && !v.contains('\\')),
                 format!("{key} must not be empty or contain quotes"),
             );
         }
-        check(
+    }
+
+    /// The buckets, the archive and the links.
+    fn check_storage(&self, p: &mut Problems) {
+        p.check(
             is_bucket(&self.upload.bucket),
             format!(
                 "upload.bucket {:?} is not a bucket name",
                 self.upload.bucket
             ),
         );
-        check(
+        p.check(
             is_bucket(&self.archive.bucket),
             format!(
                 "archive.bucket {:?} is not a bucket name",
@@ -157,35 +175,50 @@ impl Settings {
             ("upload.prefix", &self.upload.prefix),
             ("archive.prefix", &self.archive.prefix),
         ] {
-            check(
+            p.check(
                 !prefix.starts_with('/') && !prefix.contains('\'') && !prefix.contains('\\'),
                 format!("{key} must not start with / or contain quotes"),
             );
         }
-        check(
+        p.check(
             (5..=512).contains(&self.archive.part_size_mib),
             "archive.part_size_mib must be 5–512".into(),
         );
-        check(
+        // An archive is never much larger than the data in it (stored blocks and ZIP records
+        // add well under 1 %), so within this cap it fits in S3's 10,000 parts.
+        let capacity = crate::archive::sink::capacity(u64::from(self.archive.part_size_mib) << 20);
+        p.check(
+            self.archive.max_uncompressed_bytes <= capacity / 100 * 99,
+            format!(
+                "archive.max_uncompressed_bytes must be at most {} (99 % of what S3's 10,000 parts hold with archive.part_size_mib = {})",
+                capacity / 100 * 99,
+                self.archive.part_size_mib
+            ),
+        );
+        p.check(
             self.archive.max_uncompressed_bytes > 0
                 && self.archive.max_inflate_ratio > 0
                 && self.archive.max_archive_secs > 0,
             "archive.max_uncompressed_bytes, max_inflate_ratio and max_archive_secs must be positive".into(),
         );
-        check(
+        p.check(
             (1..=9).contains(&self.archive.compression_level),
             "archive.compression_level must be 1–9".into(),
         );
-        check(
+        p.check(
             self.archive.server_side_encryption == ServerSideEncryption::Kms
                 || self.archive.kms_key_id.is_none(),
             "archive.kms_key_id needs archive.server_side_encryption = \"aws:kms\"".into(),
         );
-        check(
+        p.check(
             (60..=604_800).contains(&self.presign.expiry_secs),
             "presign.expiry_secs must be 60–604800 (7 days)".into(),
         );
-        check(
+    }
+
+    /// The sender, the recipients and the transport.
+    fn check_email(&self, p: &mut Problems) {
+        p.check(
             crate::message::EmailAddress::parse(&self.email.from).is_ok(),
             format!("email.from {:?} is not an email address", self.email.from),
         );
@@ -194,31 +227,35 @@ impl Settings {
             ("email.operator_recipients", &self.email.operator_recipients),
         ] {
             for r in list {
-                check(
+                p.check(
                     crate::message::EmailAddress::parse(r).is_ok(),
                     format!("{key}: {r:?} is not an email address"),
                 );
             }
         }
         if self.email.transport == EmailTransport::Smtp {
-            check(
+            p.check(
                 !self.email.smtp.host.is_empty(),
                 "email.smtp.host is empty".into(),
             );
-            check(
+            p.check(
                 self.email.smtp.username.is_some() == self.email.smtp.password.is_some(),
                 "set both email.smtp.username and email.smtp.password, or neither".into(),
             );
-            check(
+            p.check(
                 self.email.smtp.username.is_none() || self.email.smtp.tls != SmtpTls::None,
                 "email.smtp.username needs TLS: with tls = \"none\" the password would cross the network in clear text".into(),
             );
         }
-        check(
+    }
+
+    /// Raw SQL, the sweeper and the worker's limits.
+    fn check_worker(&self, p: &mut Problems) {
+        p.check(
             !self.sql.allow_raw || !self.sql.allowed_schemas.is_empty(),
             "sql.allow_raw needs sql.allowed_schemas: the schemas raw SQL may read".into(),
         );
-        check(
+        p.check(
             self.sql.allowed_schemas.iter().all(|schema| {
                 !crate::sqlcheck::SYSTEM_SCHEMAS.contains(&schema.to_ascii_lowercase().as_str())
             }),
@@ -226,11 +263,11 @@ impl Settings {
                 .into(),
         );
         let sw = &self.sweeper;
-        check(
+        p.check(
             sw.interval_secs >= 1,
             "sweeper.interval_secs must be at least 1".into(),
         );
-        check(
+        p.check(
             sw.idle_secs
                 > u64::from(self.queue.visibility_timeout_secs)
                     + u64::from(self.worker.retry_delay_secs),
@@ -241,45 +278,58 @@ impl Settings {
                     + u64::from(self.worker.retry_delay_secs)
             ),
         );
-        check(
+        p.check(
             self.worker.max_attempts >= 1,
             "worker.max_attempts must be at least 1".into(),
         );
-        check(
+        p.check(
             self.worker.max_concurrent_jobs >= 1,
             "worker.max_concurrent_jobs must be at least 1 (0 would never receive)".into(),
         );
-        check(
+        p.check(
             self.worker.max_concurrent_archives >= 1,
             "worker.max_concurrent_archives must be at least 1 (0 would stop every job in ARCHIVING)".into(),
         );
+    }
+
+    /// The query templates and the sample mapping onto one.
+    fn check_templates(&self, p: &mut Problems) {
         for (name, spec) in &self.templates {
             if !crate::message::is_template_name(name) {
-                problems.push(format!(
+                p.0.push(format!(
                     "template name {name:?} must be 1–{} characters from [A-Za-z0-9_.-]",
                     crate::message::MAX_NAME
                 ));
             }
             if let Err(e) = spec.check(name) {
-                problems.push(e);
+                p.0.push(e);
             }
         }
         if let Some(t) = &self.compat.sample_template {
             match self.templates.get(t) {
-                None => problems.push(format!("compat.sample_template {t:?} is not a template")),
+                None => {
+                    p.0.push(format!("compat.sample_template {t:?} is not a template"))
+                }
                 Some(spec) => {
                     for param in self.compat.sample_params.values() {
                         if !spec.params.contains_key(param) {
-                            problems.push(format!("compat.sample_params maps to {param:?}, which template {t:?} does not declare"));
+                            p.0.push(format!("compat.sample_params maps to {param:?}, which template {t:?} does not declare"));
                         }
                     }
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(problems))
+    }
+}
+
+/// Every problem found so far.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, problem: String) {
+        if !ok {
+            self.0.push(problem);
         }
     }
 }
