@@ -1,29 +1,34 @@
 //! `redshift-export-worker`: turns export requests on Amazon SQS into ZIP archives of Amazon
 //! Redshift query results, emails a presigned link, and records every step in DynamoDB.
+//! docs/ARCHITECTURE.md tells the same story at more length.
 //!
 //! The life of one export, and where each step lives:
-//! 1. [`worker`] long-polls SQS; [`message`] parses the body into an [`message::ExportRequest`]
-//!    (or the message is dead-lettered with its reason).
-//! 2. [`job`] records the request in DynamoDB ([`state`]; its failure handling is in
-//!    `job::failure`) and checks it: [`template`] renders
-//!    the named query with typed, validated parameter literals (raw SQL goes through
-//!    [`sqlcheck`]), and recipients are checked against the allow-list ([`policy`], which
-//!    every email, success or failure, goes through).
-//! 3. [`unload`] wraps the SELECT in an UNLOAD to a per-attempt prefix; [`redshift`] runs it
-//!    with a deterministic ClientToken and polls it to the end.
-//! 4. [`archive`] streams the unloaded parts into one zip by multipart upload.
-//! 5. [`presign`] signs a download link; [`notify`] emails it through SES v2 or SMTP.
-//! 6. The request is marked COMPLETED and the message deleted.
+//! 1. [`worker`] long-polls SQS and runs each message's job under supervision next to a
+//!    heartbeat; [`message`] parses the body into an [`message::ExportRequest`] (or the
+//!    message is dead-lettered with its reason).
+//! 2. [`job`] records the request in DynamoDB ([`state`]), claims it, and checks it with
+//!    [`policy`]: [`template`] renders the named query with typed, validated parameter
+//!    literals (raw SQL goes through [`sqlcheck`]), and recipients are checked against the
+//!    allow-list, which every email, success or failure, goes through.
+//! 3. `job::stages` runs the stage machine: [`unload`] wraps the SELECT in an UNLOAD to a
+//!    per-attempt prefix and [`redshift`] runs it with a deterministic ClientToken; [`archive`]
+//!    streams the unloaded parts into one zip by multipart upload; [`presign`] signs a
+//!    download link and [`notify`] emails it through SES v2 or SMTP; the request is marked
+//!    COMPLETED and the message deleted.
 //!
 //! Whatever happens to a message, [`sweeper`] finds requests that stopped moving with no job
 //! holding them and sends them again from their recorded request, or fails them `orphaned`;
 //! [`dlq`] is the operator's tool for the dead-letter queue.
 //!
-//! Every failure is a [`error::JobError`], classified once as transient (retried, then the
-//! message is released) or permanent (`FAILED` with a stable `error_code`); AWS SDK errors are
-//! classified by [`aws::AwsError`]. [`config`] holds the typed settings, [`cli`] the commands,
-//! [`telemetry`] the logging, [`systemd`] the service manager's notifications, [`metrics`]
-//! every metric and [`admin`] the HTTP listener that serves them with the health checks.
+//! Every failure is an [`error::JobError`], classified once as transient (retried by the one
+//! policy of [`retry`], then the message is released) or permanent (`FAILED` with a stable
+//! `error_code`); AWS SDK errors are classified by [`aws::AwsError`].
+//!
+//! Around them: [`cli`] (one file per command) and [`daemon`] (the daemon's wiring) start
+//! everything; [`services`] is the composition root; [`shutdown`] the one shutdown tree;
+//! [`config`] the typed settings and [`check`] the probes of `check`; [`health`] what the
+//! daemon knows of its own health, served with [`metrics`] by [`admin`]; [`telemetry`] the
+//! logging and [`systemd`] the service manager's notifications.
 
 pub mod admin;
 pub mod archive;

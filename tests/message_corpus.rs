@@ -44,14 +44,21 @@ fn valid_messages_parse() {
     }
 }
 
+/// Each invalid message is named `<expected error code>--<what is wrong>.json`.
 #[test]
-fn invalid_messages_are_rejected_with_a_code() {
+fn invalid_messages_are_rejected_with_the_code_their_name_gives() {
+    let mut wrong = Vec::new();
     for (name, body) in corpus("invalid") {
+        let (expected, _) = name
+            .split_once("--")
+            .unwrap_or_else(|| panic!("{name}: name it <error code>--<what>.json"));
         match message::parse(&body, "msg-1", 1 << 20, &compat()) {
             Ok(r) => panic!("{name} was accepted: {r:?}"),
-            Err(e) => assert!(!e.code.is_empty() && !e.message.is_empty(), "{name}"),
+            Err(e) if e.code == expected && !e.message.is_empty() => {}
+            Err(e) => wrong.push(format!("{name}: got {} ({})", e.code, e.message)),
         }
     }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 /// One case of tests/messages/hostile.jsonl: a body (with `{rid}` standing for a fresh

@@ -12,9 +12,10 @@ use support::*;
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_the_work() {
-    let port = free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let daemon = Daemon::start(&[("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str())]).await;
+    // Port 0: the daemon binds a free port and logs the address (no race for a port).
+    let (daemon, log) =
+        Daemon::start_logged(&[("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0")]).await;
+    let listen = admin_address(&log).await;
     let ok = daemon.request_sku("FLOWER12").await;
     let bad = daemon
         .request("no_such_template", json!({}), json!({}))
@@ -71,15 +72,15 @@ async fn metrics_pass_promtool_and_count_the_work() {
 #[tokio::test]
 async fn sigterm_releases_every_message_and_another_worker_finishes_them_without_a_second_unload() {
     let emulator = private_emulator(&["--faults", r#"{"hold_statements": true}"#]).await;
-    let listen = format!("127.0.0.1:{}", free_port());
     let overrides = [
         redshift_at(&emulator),
         ("EXPORT_WORKER__WORKER__SHUTDOWN_GRACE_SECS", "2"),
         ("EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS", "3"),
         ("EXPORT_WORKER__QUEUE__VISIBILITY_TIMEOUT_SECS", "600"),
-        ("EXPORT_WORKER__ADMIN__LISTEN", listen.as_str()),
+        ("EXPORT_WORKER__ADMIN__LISTEN", "127.0.0.1:0"),
     ];
-    let mut first = Daemon::start(&overrides).await;
+    let (mut first, first_log) = Daemon::start_logged(&overrides).await;
+    let listen = admin_address(&first_log).await;
     let mut rids = Vec::new();
     for sku in ["FLOWER12", "FLOWER13", "FLOWER14"] {
         rids.push(first.request_sku(sku).await);

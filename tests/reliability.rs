@@ -550,3 +550,51 @@ async fn requests_whose_message_is_gone_are_sent_again_or_fail_orphaned() {
     let text = mail["text"].as_str().unwrap();
     assert!(text.contains("could not be resumed"), "{text}");
 }
+
+#[tokio::test]
+async fn a_state_item_this_version_cannot_read_is_left_alone_and_its_message_dead_lettered() {
+    let daemon = Daemon::start(&[
+        ("EXPORT_WORKER__WORKER__MAX_ATTEMPTS", "2"),
+        ("EXPORT_WORKER__WORKER__RETRY_DELAY_SECS", "0"),
+    ])
+    .await;
+    // As a newer version might write it during a rolling upgrade.
+    let rid = testkit::unique("unreadable");
+    dynamodb()
+        .put_item()
+        .table_name(var("DEVSTACK_TABLE"))
+        .item("request_id", AttributeValue::S(rid.clone()))
+        .item("sk", AttributeValue::S("state".into()))
+        .item("status", AttributeValue::S("PAUSED".into()))
+        .item("version", AttributeValue::N("3".into()))
+        .send()
+        .await
+        .unwrap();
+    daemon
+        .send(
+            &json!({
+                "version": 1,
+                "request_id": rid,
+                "query": "product_detail_by_sku",
+                "params": {"sku": "FLOWER12"},
+            })
+            .to_string(),
+        )
+        .await;
+    let mut dead = Vec::new();
+    for _ in 0..60 {
+        dead.extend(take_messages(&daemon.dlq_url).await);
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1, "unreadable_state");
+    assert!(dead[0].0.contains(&rid));
+    let item = state(&rid).await.unwrap();
+    assert_eq!(
+        item["status"], "PAUSED",
+        "the item is left as it was: {item:?}"
+    );
+    assert_eq!(item["version"], "3");
+}

@@ -261,7 +261,8 @@ mod tests {
         assert_eq!(part_size(base, 1), base);
         assert_eq!(part_size(base, 1_000), base);
         assert_eq!(part_size(base, 1_001), 2 * base);
-        assert_eq!(part_size(base, 10_000), MAX_PART_BYTES);
+        assert_eq!(part_size(base, 10_000), 512 * base);
+        assert_eq!(part_size(64 * MIB, 10_000), MAX_PART_BYTES);
         let sizes: Vec<u64> = (1..=MAX_PARTS).map(|n| part_size(base, n)).collect();
         assert!(sizes.windows(2).all(|w| w[0] <= w[1]));
         assert!(sizes.iter().all(|s| (5 * MIB..=MAX_PART_BYTES).contains(s)));

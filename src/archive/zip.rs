@@ -68,11 +68,6 @@ impl ZipWriter {
         }
     }
 
-    /// Bytes written so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
     fn emit(&mut self, out: &mut Vec<u8>, record: &[u8]) {
         out.extend_from_slice(record);
         self.offset += record.len() as u64;
@@ -134,54 +129,61 @@ impl ZipWriter {
         });
     }
 
+    /// One entry's central directory header, with a ZIP64 extra field for whatever does not
+    /// fit in 32 bits.
+    fn central_header(&self, e: &CentralEntry, cd: &mut Vec<u8>) {
+        let cd = &mut *cd;
+        let mut extra = Vec::new();
+        let big_u = e.uncompressed >= U32_MAX;
+        let big_c = e.compressed >= U32_MAX;
+        let big_o = e.offset >= U32_MAX;
+        if big_u {
+            put64(&mut extra, e.uncompressed);
+        }
+        if big_c {
+            put64(&mut extra, e.compressed);
+        }
+        if big_o {
+            put64(&mut extra, e.offset);
+        }
+        put32(cd, CENTRAL_HEADER);
+        put16(cd, VERSION_MADE_BY);
+        put16(cd, VERSION_NEEDED);
+        put16(cd, FLAGS);
+        put16(cd, METHOD_DEFLATE);
+        put16(cd, self.dos_time);
+        put16(cd, self.dos_date);
+        put32(cd, e.crc);
+        put32(cd, e.compressed.min(U32_MAX) as u32);
+        put32(cd, e.uncompressed.min(U32_MAX) as u32);
+        put16(cd, e.name.len() as u16);
+        put16(
+            cd,
+            if extra.is_empty() {
+                0
+            } else {
+                extra.len() as u16 + 4
+            },
+        );
+        put16(cd, 0); // comment
+        put16(cd, 0); // disk
+        put16(cd, 0); // internal attributes
+        put32(cd, EXTERNAL_ATTRIBUTES);
+        put32(cd, e.offset.min(U32_MAX) as u32);
+        cd.extend_from_slice(e.name.as_bytes());
+        if !extra.is_empty() {
+            put16(cd, 0x0001);
+            put16(cd, extra.len() as u16);
+            cd.extend_from_slice(&extra);
+        }
+    }
+
     /// Writes the central directory and end records.
     pub fn finish(mut self, out: &mut Vec<u8>) {
         let cd_offset = self.offset;
         let mut cd = Vec::new();
         for e in &self.entries {
-            let mut extra = Vec::new();
-            let big_u = e.uncompressed >= U32_MAX;
-            let big_c = e.compressed >= U32_MAX;
-            let big_o = e.offset >= U32_MAX;
-            if big_u {
-                put64(&mut extra, e.uncompressed);
-            }
-            if big_c {
-                put64(&mut extra, e.compressed);
-            }
-            if big_o {
-                put64(&mut extra, e.offset);
-            }
-            put32(&mut cd, CENTRAL_HEADER);
-            put16(&mut cd, VERSION_MADE_BY);
-            put16(&mut cd, VERSION_NEEDED);
-            put16(&mut cd, FLAGS);
-            put16(&mut cd, METHOD_DEFLATE);
-            put16(&mut cd, self.dos_time);
-            put16(&mut cd, self.dos_date);
-            put32(&mut cd, e.crc);
-            put32(&mut cd, e.compressed.min(U32_MAX) as u32);
-            put32(&mut cd, e.uncompressed.min(U32_MAX) as u32);
-            put16(&mut cd, e.name.len() as u16);
-            put16(
-                &mut cd,
-                if extra.is_empty() {
-                    0
-                } else {
-                    extra.len() as u16 + 4
-                },
-            );
-            put16(&mut cd, 0); // comment
-            put16(&mut cd, 0); // disk
-            put16(&mut cd, 0); // internal attributes
-            put32(&mut cd, EXTERNAL_ATTRIBUTES);
-            put32(&mut cd, e.offset.min(U32_MAX) as u32);
-            cd.extend_from_slice(e.name.as_bytes());
-            if !extra.is_empty() {
-                put16(&mut cd, 0x0001);
-                put16(&mut cd, extra.len() as u16);
-                cd.extend_from_slice(&extra);
-            }
+            self.central_header(e, &mut cd);
         }
         let cd_size = cd.len() as u64;
         self.emit(out, &cd);

@@ -13,7 +13,7 @@ use crate::message::{EmailAddress, ExportRequest, Fingerprinted, MessageError, R
 use crate::notify::templates::FailureContext;
 use crate::retry::retrying;
 use crate::services::Services;
-use crate::state::{Changes, LeaseOwner, StateItem, Status};
+use crate::state::{LeaseOwner, StateItem, Status};
 use crate::unload;
 
 /// Decides what an error means for the request and the message. `recipients` passed the
@@ -76,14 +76,17 @@ pub async fn fail(
         Status::Failed
     };
     tracing::warn!(error_code = e.code(), error = %e, "export failed");
-    let changes = Changes {
-        error_code: Some(e.code().to_string()),
+    let (code, message) = (
+        e.code().to_string(),
         // Outside text (field names of a hostile message, a mail server's reply) is made
         // safe to store and to print in `status`.
-        error_message: Some(crate::error::redact(&e.to_string())),
-        ..Changes::default()
+        crate::error::redact(&e.to_string()),
+    );
+    let changes = move |next: &mut StateItem| {
+        next.error_code = Some(code.clone());
+        next.error_message = Some(message.clone());
     };
-    let recorded = advance(svc, &item, to, changes, e.code()).await;
+    let recorded = advance(svc, &item, to, &changes, e.code()).await;
     match recorded {
         Ok(_) => {
             // Counted once, when recorded: a retried record must not count twice.

@@ -13,7 +13,7 @@ use crate::notify::templates::{ReadyContext, human_size};
 use crate::policy::Prepared;
 use crate::retry::retrying;
 use crate::services::Services;
-use crate::state::{Changes, StateItem, Status, timestamp};
+use crate::state::{StateItem, Status, timestamp};
 use crate::{presign, unload};
 
 /// Advances the request until it is terminal. `item` always holds the latest recorded state.
@@ -37,13 +37,22 @@ pub(super) async fn run_stages(
             Status::Notifying => notify(svc, request, p, item).await?,
             terminal => return Ok(terminal),
         };
-        *item = advance(svc, item, to, changes, &detail).await?;
+        *item = advance(svc, item, to, &*changes, &detail).await?;
         after(svc, item, started).await;
     }
 }
 
-/// What a stage did: the status to record, with what, and the history event's detail.
+/// What a stage did: the status to record, the item's other changes, and the history
+/// event's detail.
 type Step = (Status, Changes, String);
+
+/// Changes a stage makes to the item besides its status.
+type Changes = Box<dyn Fn(&mut StateItem) + Send + Sync>;
+
+/// No change besides the status.
+fn unchanged() -> Changes {
+    Box::new(|_| {})
+}
 
 /// QUEUED: submit the UNLOAD of the next attempt (its ClientToken makes a repeat harmless).
 async fn submit(
@@ -70,16 +79,12 @@ async fn submit(
     .await?;
     tracing::Span::current().record("statement_id", id.as_str());
     tracing::info!(attempt, "statement submitted");
-    let changes = Changes {
-        attempt: Some(attempt),
-        statement_id: Some(id.clone()),
-        ..Changes::default()
-    };
-    Ok((
-        Status::Querying,
-        changes,
-        format!("statement {id} submitted"),
-    ))
+    let detail = format!("statement {id} submitted");
+    let changes: Changes = Box::new(move |next| {
+        next.attempt = attempt;
+        next.statement_id = Some(id.clone());
+    });
+    Ok((Status::Querying, changes, detail))
 }
 
 /// QUERYING: wait for the recorded statement (re-attaching after a restart) and hold the
@@ -112,11 +117,7 @@ async fn query(
             ),
         ));
     }
-    Ok((
-        Status::Archiving,
-        Changes::default(),
-        "query finished".into(),
-    ))
+    Ok((Status::Archiving, unchanged(), "query finished".into()))
 }
 
 /// ARCHIVING: build the zip from the attempt's unloaded files (the same key every time, so a
@@ -148,12 +149,11 @@ async fn archive(
     })
     .await?;
     tracing::info!(rows = archived.rows, archive_bytes = archived.bytes, archive_key = %archived.key, "archive written");
-    let changes = Changes {
-        rows: Some(archived.rows),
-        archive_bytes: Some(archived.bytes),
-        archive_key: Some(archived.key),
-        ..Changes::default()
-    };
+    let changes: Changes = Box::new(move |next| {
+        next.rows = Some(archived.rows);
+        next.archive_bytes = Some(archived.bytes);
+        next.archive_key = Some(archived.key.clone());
+    });
     Ok((Status::Notifying, changes, "archive written".into()))
 }
 
@@ -164,12 +164,14 @@ async fn notify(
     p: &Prepared,
     item: &StateItem,
 ) -> Result<Step, JobError> {
-    let mut changes = Changes::default();
-    if item.notified_at.is_none() {
-        let (sent_at, expires_at) = notify_ready(svc, request, item, &p.recipients).await?;
-        changes.notified_at = Some(sent_at);
-        changes.url_expires_at = Some(expires_at);
+    if item.notified_at.is_some() {
+        return Ok((Status::Completed, unchanged(), "email accepted".into()));
     }
+    let (sent_at, expires_at) = notify_ready(svc, request, item, &p.recipients).await?;
+    let changes: Changes = Box::new(move |next| {
+        next.notified_at = Some(sent_at.clone());
+        next.url_expires_at = Some(expires_at.clone());
+    });
     Ok((Status::Completed, changes, "email accepted".into()))
 }
 
@@ -220,11 +222,11 @@ pub(super) async fn advance(
     svc: &Services,
     item: &StateItem,
     to: Status,
-    changes: Changes,
+    changes: &(dyn Fn(&mut StateItem) + Send + Sync),
     detail: &str,
 ) -> Result<StateItem, JobError> {
     retrying(svc.retry, &svc.metrics, "record transition", || {
-        svc.state.transition(item, to, changes.clone(), detail)
+        svc.state.transition(item, to, changes, detail)
     })
     .await
 }

@@ -1,6 +1,6 @@
 //! The DynamoDB items and their one mapping to and from attributes: the `state` item of a
-//! request ([`StateItem`]), the attributes a transition sets ([`Changes`]) and the history
-//! events ([`Event`]). docs/ARCHITECTURE.md ("The DynamoDB item") describes each attribute.
+//! request ([`StateItem`]), what a transition sets ([`changed`]) and the history events
+//! ([`Event`]). docs/ARCHITECTURE.md ("The DynamoDB item") describes each attribute.
 
 use std::collections::HashMap;
 
@@ -57,20 +57,6 @@ pub struct StateItem {
 
 fn status_str<S: serde::Serializer>(s: &Status, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.as_str())
-}
-
-/// Attributes a transition sets besides status, version and updated_at.
-#[derive(Debug, Default, Clone)]
-pub struct Changes {
-    pub attempt: Option<u32>,
-    pub statement_id: Option<String>,
-    pub rows: Option<u64>,
-    pub archive_bytes: Option<u64>,
-    pub archive_key: Option<String>,
-    pub url_expires_at: Option<String>,
-    pub notified_at: Option<String>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
 }
 
 /// One history event.
@@ -179,22 +165,15 @@ impl StateItem {
     }
 }
 
-impl Changes {
-    /// The attributes these changes set.
-    pub(super) fn to_attributes(&self) -> Attributes {
-        let mut item = Attributes::new();
-        let i = &mut item;
-        put(i, "attempt", self.attempt, n);
-        put(i, "statement_id", self.statement_id.clone(), text);
-        put(i, "rows", self.rows, number);
-        put(i, "archive_bytes", self.archive_bytes, number);
-        put(i, "archive_key", self.archive_key.clone(), text);
-        put(i, "url_expires_at", self.url_expires_at.clone(), text);
-        put(i, "notified_at", self.notified_at.clone(), text);
-        put(i, "error_code", self.error_code.clone(), text);
-        put(i, "error_message", self.error_message.clone(), text);
-        item
-    }
+/// The attributes of `next` that differ from `current`: what a transition from `current` to
+/// `next` sets. (Transitions only ever set attributes; the terminal one also removes the
+/// lease, which the store does.)
+pub(super) fn changed(current: &StateItem, next: &StateItem) -> Attributes {
+    let before = current.to_attributes();
+    next.to_attributes()
+        .into_iter()
+        .filter(|(name, value)| before.get(name) != Some(value))
+        .collect()
 }
 
 impl Event {
@@ -267,20 +246,16 @@ mod tests {
     }
 
     #[test]
-    fn changes_applied_to_the_attributes_read_back_as_the_changed_item() {
-        let mut attributes = full().to_attributes();
-        let changes = Changes {
-            notified_at: Some("now".into()),
-            error_code: Some("x".into()),
-            ..Changes::default()
-        };
-        attributes.extend(changes.to_attributes());
-        let read = StateItem::from_attributes(&attributes).ok();
-        assert_eq!(
-            read.as_ref().and_then(|i| i.notified_at.as_deref()),
-            Some("now")
-        );
-        assert_eq!(read.and_then(|i| i.error_code), Some("x".into()));
+    fn a_transition_sets_exactly_what_changed() {
+        let current = full();
+        let mut next = current.clone();
+        next.notified_at = Some("now".into());
+        next.error_code = Some("x".into());
+        let set = changed(&current, &next);
+        assert_eq!(set.len(), 2, "{set:?}");
+        let mut attributes = current.to_attributes();
+        attributes.extend(set);
+        assert_eq!(StateItem::from_attributes(&attributes).ok(), Some(next));
     }
 
     #[test]

@@ -17,8 +17,8 @@ mod item;
 mod lease;
 mod open;
 
-use item::{Attributes, n, s};
-pub use item::{Changes, Event, StateItem};
+use item::{Attributes, changed, n, s};
+pub use item::{Event, StateItem};
 pub use lease::LeaseOwner;
 pub use open::{OPEN_INDEX, OPEN_SHARDS};
 
@@ -212,23 +212,24 @@ impl StateStore {
         })
     }
 
-    /// Moves `current` to `to` with `changes`, if nobody changed it since it was read.
+    /// Moves `current` to `to`, also setting whatever `changes` made different in a copy of
+    /// it, if nobody changed the request since it was read. Returns the item as recorded.
     pub async fn transition(
         &self,
         current: &StateItem,
         to: Status,
-        changes: Changes,
+        changes: impl Fn(&mut StateItem),
         detail: &str,
     ) -> Result<StateItem, JobError> {
         let now = SystemTime::now();
         let at = timestamp(now);
         let next_version = current.version + 1;
-        let mut set = changes.to_attributes();
-        set.extend([
-            ("status".to_string(), s(to.as_str())),
-            ("version".to_string(), n(next_version)),
-            ("updated_at".to_string(), s(&at)),
-        ]);
+        let mut next = current.clone();
+        changes(&mut next);
+        next.status = to;
+        next.version = next_version;
+        next.updated_at = at.clone();
+        let set = changed(current, &next);
         let update = self.update_state(current, to, &set);
         let event = self.event_put(
             &current.request_id,
@@ -262,9 +263,7 @@ impl StateStore {
                 current.version
             )));
         }
-        let mut next = current.to_attributes();
-        next.extend(set);
-        StateItem::from_attributes(&next)
+        Ok(next)
     }
 
     /// The conditional update of a transition from `current`: sets `set`, and for a terminal

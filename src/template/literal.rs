@@ -46,11 +46,11 @@ fn text_of<'a>(name: &str, value: &'a Value) -> Result<std::borrow::Cow<'a, str>
     }
 }
 
+/// A DECIMAL literal: Redshift's DECIMAL holds at most 38 digits, 37 of them after the point.
 fn decimal_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^-?[0-9]{1,38}(\.[0-9]{1,37})?$").unwrap_or_else(|_| unreachable!())
-    })
+    #[expect(clippy::expect_used, reason = "a constant pattern that compiles")]
+    RE.get_or_init(|| Regex::new(r"^-?[0-9]{1,38}(\.[0-9]{1,37})?$").expect("decimal pattern"))
 }
 
 /// Validates one value against its spec and renders it as SQL.
@@ -60,23 +60,7 @@ pub(super) fn render_value(
     value: &Value,
 ) -> Result<String, ParamError> {
     match spec.ty {
-        ParamType::String => {
-            let Value::String(s) = value else {
-                return Err(invalid(name, "must be a string"));
-            };
-            if let Some(max) = spec.max_length
-                && s.chars().count() > max
-            {
-                return Err(invalid(name, format!("longer than {max} characters")));
-            }
-            if let Some(pattern) = &spec.pattern {
-                let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| invalid(name, e))?;
-                if !re.is_match(s) {
-                    return Err(invalid(name, format!("does not match {pattern}")));
-                }
-            }
-            string_literal(s).map_err(|e| invalid(name, e))
-        }
+        ParamType::String => render_string(name, spec, value),
         ParamType::Enum => {
             let Value::String(s) = value else {
                 return Err(invalid(name, "must be a string"));
@@ -118,6 +102,32 @@ pub(super) fn render_value(
             Value::String(s) if s == "false" => Ok("FALSE".into()),
             _ => Err(invalid(name, "must be true or false")),
         },
+        ParamType::Date | ParamType::Timestamp => render_time(name, spec, value),
+    }
+}
+
+/// A string parameter: its length and pattern checked, then quoted.
+fn render_string(name: &str, spec: &ParamSpec, value: &Value) -> Result<String, ParamError> {
+    let Value::String(s) = value else {
+        return Err(invalid(name, "must be a string"));
+    };
+    if let Some(max) = spec.max_length
+        && s.chars().count() > max
+    {
+        return Err(invalid(name, format!("longer than {max} characters")));
+    }
+    if let Some(pattern) = &spec.pattern {
+        let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| invalid(name, e))?;
+        if !re.is_match(s) {
+            return Err(invalid(name, format!("does not match {pattern}")));
+        }
+    }
+    string_literal(s).map_err(|e| invalid(name, e))
+}
+
+/// A DATE or TIMESTAMP parameter, in its canonical form.
+fn render_time(name: &str, spec: &ParamSpec, value: &Value) -> Result<String, ParamError> {
+    match spec.ty {
         ParamType::Date => {
             let Value::String(s) = value else {
                 return Err(invalid(name, "must be a YYYY-MM-DD string"));
@@ -127,7 +137,7 @@ pub(super) fn render_value(
             check_text_bounds(name, spec, &date)?;
             Ok(format!("DATE '{date}'"))
         }
-        ParamType::Timestamp => {
+        _ => {
             let Value::String(s) = value else {
                 return Err(invalid(name, "must be a timestamp string"));
             };

@@ -269,15 +269,6 @@ pub async fn cli(args: &[&str], overrides: &[(&str, &str)]) -> std::process::Out
     cmd.output().await.unwrap()
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Waits (at most `secs`) for the request to reach `status`.
 pub async fn wait_status(rid: &str, status: &str, secs: u64) -> HashMap<String, String> {
     for _ in 0..secs * 20 {

@@ -107,10 +107,9 @@ fn is_cluster_identifier(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn execute_statement(app: &App, input: ExecuteStatementInput) -> Result<Value, ApiError> {
-    let sql = input.sql.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-        ApiError::validation("1 validation error detected: Value at 'sql' failed to satisfy constraint: Member must not be null")
-    })?;
+/// The Data API's checks of the statement's size, sessions and target (one of a cluster or a
+/// workgroup; one of a secret or a database user).
+fn check_request(sql: &str, input: &ExecuteStatementInput) -> Result<(), ApiError> {
     if sql.len() > 100 * 1024 {
         return Err(ApiError::validation(
             "The SQL statement exceeds the 100 KB limit",
@@ -139,15 +138,23 @@ fn execute_statement(app: &App, input: ExecuteStatementInput) -> Result<Value, A
         }
         _ => {}
     }
-    let database = input
-        .database
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| ApiError::validation("Database is required"))?;
     if input.secret_arn.is_some() && input.db_user.is_some() {
         return Err(ApiError::validation(
             "Only one of SecretArn or DbUser can be specified",
         ));
     }
+    Ok(())
+}
+
+fn execute_statement(app: &App, mut input: ExecuteStatementInput) -> Result<Value, ApiError> {
+    let sql = input.sql.take().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        ApiError::validation("1 validation error detected: Value at 'sql' failed to satisfy constraint: Member must not be null")
+    })?;
+    check_request(&sql, &input)?;
+    let database = input
+        .database
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ApiError::validation("Database is required"))?;
     let result_format = input.result_format.unwrap_or_else(|| "JSON".into());
     if result_format != "JSON" && result_format != "CSV" {
         return Err(ApiError::validation(format!(
