@@ -286,3 +286,44 @@ where
         self.map_err(|e| AwsError::from_sdk(service, operation, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
+
+    #[test]
+    fn only_an_unusable_credentials_configuration_is_permanent() {
+        let passing = [
+            CredentialsError::provider_timed_out(Duration::from_secs(5)),
+            CredentialsError::not_loaded("the web identity token is being rotated"),
+            CredentialsError::provider_error("instance metadata answered 500"),
+        ];
+        for e in &passing {
+            assert!(
+                AwsError::from_credentials("s3", "presign", e).transient,
+                "{e}"
+            );
+        }
+        let broken = CredentialsError::invalid_configuration("no such profile");
+        let e = AwsError::from_credentials("s3", "presign", &broken);
+        assert!(!e.transient);
+        assert!(e.to_string().contains("no AWS credentials"), "{e}");
+    }
+
+    #[test]
+    fn receipts_are_gone_only_for_sqs_codes_that_say_so() {
+        let gone = |service, code: &str| AwsError {
+            service,
+            operation: "ChangeMessageVisibility",
+            code: Some(code.into()),
+            detail: String::new(),
+            transient: false,
+        };
+        assert!(gone("sqs", "ReceiptHandleIsInvalid").receipt_gone());
+        assert!(gone("sqs", "AWS.SimpleQueueService.MessageNotInflight").receipt_gone());
+        assert!(!gone("sqs", "AccessDenied").receipt_gone());
+        assert!(!gone("s3", "InvalidParameterValue").receipt_gone());
+        assert!(!AwsError::unanswered("sqs", "ChangeMessageVisibility", "reset").receipt_gone());
+    }
+}
