@@ -34,6 +34,17 @@ pub struct Probe {
     pub result: Result<String, String>,
 }
 
+/// The configuration (valid, or loading it would have failed before) and the email template
+/// files it names, without touching anything else.
+pub fn configuration(settings: &Settings) -> Probe {
+    let result = crate::notify::templates::Templates::load(&settings.email.templates)
+        .map(|_| format!("{} query templates", settings.templates.len()));
+    Probe {
+        name: CONFIGURATION.into(),
+        result,
+    }
+}
+
 /// Runs every probe; the order is the order a reader fixes things in.
 pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
     let svc = &Target {
@@ -43,13 +54,7 @@ pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
         redshift: Redshift::new(clients.redshift.clone(), settings.redshift.clone()),
     };
     let s = settings;
-    // The email templates are files the configuration names: loading them is part of it.
-    let configuration = crate::notify::templates::Templates::load(&s.email.templates)
-        .map(|_| format!("{} query templates", s.templates.len()));
-    let mut probes = vec![Probe {
-        name: CONFIGURATION.into(),
-        result: configuration,
-    }];
+    let mut probes = vec![configuration(s)];
     let mut push =
         |name: String, result: Result<String, String>| probes.push(Probe { name, result });
 
@@ -86,6 +91,7 @@ pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
     };
     push(format!("email ({transport})"), email(svc).await);
     push("redshift".into(), redshift(svc).await);
+    push("presigned links".into(), links(svc).await);
     probes
 }
 
@@ -303,6 +309,40 @@ async fn redshift(svc: &Target<'_>) -> Result<String, String> {
                 REDSHIFT_PROBE_TIMEOUT.as_secs()
             ))
         }
+    }
+}
+
+/// How long the links the worker emails will last: `presign.expiry_secs`, or less when the
+/// credentials that sign them expire sooner (IRSA, SSO and instance roles give temporary ones).
+async fn links(svc: &Target<'_>) -> Result<String, String> {
+    let s = svc.settings;
+    let requested = Duration::from_secs(s.presign.expiry_secs).min(crate::presign::MAX_EXPIRY);
+    let link = crate::presign::presign(
+        &svc.clients.s3,
+        svc.clients.sdk.credentials_provider().as_ref(),
+        &s.archive.bucket,
+        "check.zip",
+        "check.zip",
+        requested,
+    )
+    .await
+    .map_err(|e| format!("{e} — check the AWS credentials the worker runs with"))?;
+    let lifetime = link
+        .expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    // A second or two pass between signing and this line.
+    if lifetime + Duration::from_secs(60) >= requested {
+        Ok(format!(
+            "links last presign.expiry_secs ({} s)",
+            requested.as_secs()
+        ))
+    } else {
+        Ok(format!(
+            "links last {} s, not presign.expiry_secs ({} s): the signing credentials expire first",
+            lifetime.as_secs(),
+            requested.as_secs()
+        ))
     }
 }
 

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aws::AwsResultExt;
 use crate::config::Settings;
-use crate::health::Health;
 use crate::services::Services;
 use crate::shutdown::Shutdown;
 use crate::{admin, check, sweeper, systemd, worker};
@@ -35,17 +35,13 @@ pub async fn run(settings: Settings) -> Result<(), CannotStart> {
         .await
         .map_err(|e| CannotStart(format!("cannot start the admin listener on {listen}: {e}")))?;
     }
-    shutdown.spawn_until_stopped(probe_queue(
-        svc.clients.sqs.clone(),
-        svc.settings.queue.url.clone(),
-        svc.health.clone(),
-    ));
+    shutdown.spawn_until_stopped(probe_queues(svc.clone()));
     if svc.settings.sweeper.enabled {
         shutdown.spawn(sweeper::run(svc.clone(), shutdown.clone()));
     }
     systemd::notify("READY=1\nSTATUS=receiving export requests");
     if let Some(interval) = systemd::watchdog_interval() {
-        shutdown.spawn(watchdog(interval, shutdown.clone()));
+        shutdown.spawn(watchdog(interval, svc.clone(), shutdown.clone()));
     }
     tokio::spawn(on_signals(shutdown.clone()));
     worker::run(svc, shutdown.clone()).await;
@@ -67,29 +63,85 @@ async fn attempts_fit_the_queue(svc: &Services) -> Result<(), CannotStart> {
     }
 }
 
-/// Probes the queue (GetQueueAttributes) and records whether it answered, for `/readyz`.
-async fn probe_queue(sqs: aws_sdk_sqs::Client, url: String, health: Arc<Health>) {
+/// Probes both queues (GetQueueAttributes) and records whether the request queue answered,
+/// for `/readyz`, and how many messages each holds, for the metrics: queue depth and a
+/// dead-letter queue that is not empty are seen without a CloudWatch exporter.
+async fn probe_queues(svc: Arc<Services>) {
+    let q = &svc.settings.queue;
+    let mut queues = vec![("requests", q.url.clone())];
+    if let Some(dlq) = &q.dead_letter_url {
+        queues.push(("dead_letter", dlq.clone()));
+    }
     loop {
-        let ok = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await;
-        if let Err(e) = &ok {
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "the queue did not answer the readiness probe");
+        for (name, url) in &queues {
+            let ok = probe_queue(&svc, name, url).await;
+            if *name == "requests" {
+                svc.health.set_queue_reachable(ok);
+            }
+            svc.metrics
+                .queue_up
+                .with_label_values(&[name])
+                .set(i64::from(ok));
         }
-        health.set_queue_reachable(ok.is_ok());
         tokio::time::sleep(QUEUE_PROBE_INTERVAL).await;
     }
 }
 
-/// Pings systemd's watchdog until the daemon exits (it keeps pinging through the drain,
-/// which can be longer than the watchdog's timeout).
-async fn watchdog(interval: Duration, shutdown: Shutdown) {
+/// One queue's message counts; false when it did not answer.
+async fn probe_queue(svc: &Services, name: &str, url: &str) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = svc
+        .clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .aws("sqs", "GetQueueAttributes");
+    let attributes = match out {
+        Ok(out) => out.attributes.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(queue = name, error = %e, "the queue did not answer its probe");
+            return false;
+        }
+    };
+    for (state, attribute) in [
+        ("visible", A::ApproximateNumberOfMessages),
+        ("in_flight", A::ApproximateNumberOfMessagesNotVisible),
+        ("delayed", A::ApproximateNumberOfMessagesDelayed),
+    ] {
+        let count = attributes
+            .get(&attribute)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        svc.metrics
+            .queue_messages
+            .with_label_values(&[name, state])
+            .set(count);
+    }
+    true
+}
+
+/// Pings systemd's watchdog while the receive loop makes progress (a loop stuck for longer
+/// than [`worker::stall_limit`] gets no ping, and systemd restarts the service), and through
+/// the drain until the daemon exits.
+async fn watchdog(interval: Duration, svc: Arc<Services>, shutdown: Shutdown) {
     let exit = shutdown.exit_token();
+    let limit = worker::stall_limit(svc.settings.queue.wait_secs);
     loop {
-        systemd::notify("WATCHDOG=1");
+        let idle = svc.health.loop_idle();
+        if idle < limit || shutdown.is_stopping() {
+            systemd::notify("WATCHDOG=1");
+        } else {
+            tracing::error!(
+                idle_secs = idle.as_secs(),
+                limit_secs = limit.as_secs(),
+                "the receive loop has made no progress; not pinging the watchdog"
+            );
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = exit.cancelled() => return,

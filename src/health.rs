@@ -23,14 +23,40 @@ struct Running {
     stage_started: Instant,
 }
 
-/// The daemon's health: whether the queue answered its last probe, and the jobs in flight.
-#[derive(Debug, Default)]
+/// The daemon's health: whether the queue answered its last probe, when the receive loop last
+/// made progress, and the jobs in flight.
+#[derive(Debug)]
 pub struct Health {
     queue_reachable: AtomicBool,
+    loop_progress: Mutex<Instant>,
     jobs: Mutex<BTreeMap<String, Running>>,
 }
 
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            queue_reachable: AtomicBool::new(false),
+            loop_progress: Mutex::new(Instant::now()),
+            jobs: Mutex::default(),
+        }
+    }
+}
+
 impl Health {
+    /// The receive loop went round, or a receive returned, or it is waiting for job slots
+    /// (which the jobs in flight free).
+    pub fn loop_progressed(&self) {
+        *self.loop_progress.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// How long since the receive loop last made progress.
+    pub fn loop_idle(&self) -> Duration {
+        self.loop_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
     pub fn set_queue_reachable(&self, ok: bool) {
         self.queue_reachable.store(ok, Ordering::Relaxed);
     }

@@ -25,6 +25,11 @@ pub const JOB_OUTCOMES: &[&str] = &[
     "panicked",
 ];
 
+/// The queues the probe reads: the request queue and the dead-letter queue.
+pub const QUEUES: &[&str] = &["requests", "dead_letter"];
+/// Message states of `queue_messages`, as SQS counts them.
+pub const QUEUE_STATES: &[&str] = &["visible", "in_flight", "delayed"];
+
 /// Stages timed by `stage_duration_seconds`.
 pub const STAGES: &[&str] = &["queue_wait", "query", "archive", "notify", "end_to_end"];
 
@@ -37,8 +42,21 @@ pub struct Metrics {
     /// Deliveries handled, by outcome ([`JOB_OUTCOMES`]) and
     /// error code ("" when there is none).
     pub jobs: IntCounterVec,
+    /// Requests recorded FAILED, all error codes together: starts at zero, so `increase()`
+    /// sees the first failure (`jobs_total` has them by code, each series from its first use).
+    pub failures: IntCounter,
     /// Jobs being worked on now.
     pub jobs_in_flight: IntGauge,
+    /// Job slots (`worker.max_concurrent_jobs`).
+    pub job_slots: IntGauge,
+    /// Messages in the request and dead-letter queues, by queue and state (visible, in_flight,
+    /// delayed), as the last probe read them.
+    pub queue_messages: IntGaugeVec,
+    /// 1 when the queue answered the last probe, by queue.
+    pub queue_up: IntGaugeVec,
+    /// How long the open request that has not moved for longest has not moved, as the last
+    /// sweep saw it (0 when none is open).
+    pub open_request_idle_seconds: IntGauge,
     /// Seconds spent per stage.
     pub stage_duration: HistogramVec,
     /// Data rows in completed archives.
@@ -50,8 +68,11 @@ pub struct Metrics {
     /// Retries of transient failures inside a stage, by stage operation.
     pub retries: IntCounterVec,
     /// AWS API attempts (SDK retries included), by service, operation and outcome (ok,
-    /// client_error, server_error, no_response).
+    /// denied, client_error, server_error, no_response).
     pub aws_requests: IntCounterVec,
+    /// AWS calls refused for want of permission, all services together (from zero, so an
+    /// alert sees the first; `aws_requests_total{outcome="denied"}` says which).
+    pub aws_denied: IntCounter,
     /// Open requests found idle with no live lease by the sweeper, by action (redriven,
     /// orphaned) — each one was a request whose message had gone.
     pub sweeper_actions: IntCounterVec,
@@ -70,10 +91,12 @@ impl Default for Metrics {
     }
 }
 
-/// Seconds bounds of `stage_duration_seconds`: from a fast DynamoDB write to an hour-long
-/// query, about three buckets per factor of ten.
+/// Seconds bounds of `stage_duration_seconds`: from a fast DynamoDB write to exports of many
+/// hours, about three buckets per factor of ten. Buckets above an hour let an alert on "over an
+/// hour" fire: `histogram_quantile` never reports more than the highest finite bound.
 const STAGE_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    7200.0, 14400.0, 43200.0,
 ];
 
 /// Creates metrics with the common prefix and registers them.
@@ -136,6 +159,13 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = Registrar(&registry);
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, …
+        #[expect(clippy::expect_used, reason = "registered once, on a new registry")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics registered once");
         let metrics = Metrics {
             messages_received: r.counter(
                 "messages_received_total",
@@ -151,7 +181,26 @@ impl Metrics {
                 "Deliveries handled, by outcome and error code (empty when there is none).",
                 &["outcome", "error_code"],
             ),
+            failures: r.counter(
+                "failures_total",
+                "Requests recorded FAILED, all error codes together.",
+            ),
             jobs_in_flight: r.gauge("jobs_in_flight", "Jobs being worked on now."),
+            job_slots: r.gauge("job_slots", "Jobs this process runs at once at most."),
+            queue_messages: r.gauge_vec(
+                "queue_messages",
+                "Messages in the request and dead-letter queues, by queue and state.",
+                &["queue", "state"],
+            ),
+            queue_up: r.gauge_vec(
+                "queue_up",
+                "1 when the queue answered the last probe.",
+                &["queue"],
+            ),
+            open_request_idle_seconds: r.gauge(
+                "open_request_idle_seconds",
+                "Seconds the longest-idle open request has not moved, at the last sweep.",
+            ),
             stage_duration: r.histogram_vec(
                 "stage_duration_seconds",
                 "Time spent per stage of an export.",
@@ -175,6 +224,10 @@ impl Metrics {
                 "AWS API attempts, SDK retries included, by service, operation and outcome.",
                 &["service", "operation", "outcome"],
             ),
+            aws_denied: r.counter(
+                "aws_denied_total",
+                "AWS calls refused for want of permission (AccessDenied).",
+            ),
             sweeper_actions: r.counter_vec(
                 "sweeper_actions_total",
                 "Open requests found idle and unleased by the sweeper, by action taken.",
@@ -192,7 +245,7 @@ impl Metrics {
             build_info: r.gauge_vec(
                 "build_info",
                 "Build information; always 1.",
-                &["version"],
+                &["version", "revision"],
             ),
             registry,
         };
@@ -203,8 +256,14 @@ impl Metrics {
     /// Known series start at zero, so rates exist before the first event.
     fn initialise(&self) {
         self.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("BUILD_REVISION")])
             .set(1);
+        for queue in QUEUES {
+            let _ = self.queue_up.with_label_values(&[queue]);
+            for state in QUEUE_STATES {
+                let _ = self.queue_messages.with_label_values(&[queue, state]);
+            }
+        }
         for stage in STAGES {
             let _ = self.stage_duration.with_label_values(&[*stage]);
         }
@@ -256,7 +315,7 @@ mod tests {
             "redshift_export_jobs_total{error_code=\"query_failed\",outcome=\"failed\"} 1",
             "redshift_export_jobs_in_flight 0",
             "redshift_export_stage_duration_seconds_bucket{stage=\"query\",le=\"2.5\"} 1",
-            "redshift_export_build_info{version=",
+            "redshift_export_build_info{revision=",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }

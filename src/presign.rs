@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::presigning::PresigningConfig;
 
 use crate::aws::{AwsError, AwsResultExt};
@@ -28,10 +28,13 @@ impl std::fmt::Debug for Link {
 /// The most SigV4 allows.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(604_800);
 
-/// Signs a GET of `bucket/key` that downloads as `filename`.
+/// Signs a GET of `bucket/key` that downloads as `filename`, with credentials read from
+/// `credentials` (the daemon's AWS chain) and used for this signature only: the link's
+/// lifetime is capped by the expiry of exactly the credentials that sign it (temporary
+/// credentials — IRSA, SSO, an instance role — end the link when they end).
 pub async fn presign(
     s3: &aws_sdk_s3::Client,
-    sdk: &aws_config::SdkConfig,
+    credentials: Option<&SharedCredentialsProvider>,
     bucket: &str,
     key: &str,
     filename: &str,
@@ -40,15 +43,16 @@ pub async fn presign(
     let requested = requested.min(MAX_EXPIRY);
     let now = SystemTime::now();
     let mut expires_at = now + requested;
-    if let Some(provider) = sdk.credentials_provider() {
-        match provider.provide_credentials().await {
-            Ok(creds) => {
-                if let Some(creds_expiry) = creds.expiry() {
-                    expires_at = expires_at.min(creds_expiry);
-                }
-            }
-            Err(e) => return Err(AwsError::from_credentials("s3", "presign", &e).into()),
+    let mut signing = None;
+    if let Some(provider) = credentials {
+        let creds = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| AwsError::from_credentials("s3", "presign", &e))?;
+        if let Some(creds_expiry) = creds.expiry() {
+            expires_at = expires_at.min(creds_expiry);
         }
+        signing = Some(aws_sdk_s3::config::Builder::default().credentials_provider(creds));
     }
     let lifetime = expires_at
         .duration_since(now)
@@ -56,15 +60,17 @@ pub async fn presign(
         .max(Duration::from_secs(1));
     let config = PresigningConfig::expires_in(lifetime)
         .map_err(|e| JobError::rejected("invalid_presign_expiry", e.to_string()))?;
-    let request = s3
+    let mut request = s3
         .get_object()
         .bucket(bucket)
         .key(key)
         .response_content_disposition(format!("attachment; filename=\"{filename}\""))
         .response_content_type("application/zip")
-        .presigned(config)
-        .await
-        .aws("s3", "presign")?;
+        .customize();
+    if let Some(signing) = signing {
+        request = request.config_override(signing);
+    }
+    let request = request.presigned(config).await.aws("s3", "presign")?;
     Ok(Link {
         url: request.uri().to_string(),
         expires_at,

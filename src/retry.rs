@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 /// Attempts the AWS SDK makes of one call before its error reaches the caller (its standard
 /// retry mode; the first attempt counts).
 pub const SDK_MAX_ATTEMPTS: u32 = 3;
+/// The longest the SDK waits between its attempts (its standard mode's cap).
+pub const SDK_MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

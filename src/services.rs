@@ -74,9 +74,13 @@ impl Services {
 }
 
 /// `<host name>:<process id>`: unique among the replicas on one table, and it says where to
-/// look.
+/// look. The host name comes from `HOSTNAME` (set by Kubernetes and most shells), else the
+/// kernel's, else `/etc/hostname`: a sandbox may hide `/proc/sys` (systemd's `ProcSubset=pid`).
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     format!(

@@ -69,8 +69,29 @@ pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
     }
 }
 
+/// Sets `open_request_idle_seconds`: how long the open request that has not moved for longest
+/// has not moved (one query of one item per index partition).
+async fn measure_idle(svc: &Services) -> Result<(), JobError> {
+    let mut oldest: Option<String> = None;
+    for shard in 0..OPEN_SHARDS {
+        if let Some(at) = svc.state.least_recently_moved(shard).await? {
+            oldest = Some(match oldest {
+                Some(o) if o <= at => o,
+                _ => at,
+            });
+        }
+    }
+    let idle = oldest
+        .and_then(|at| humantime::parse_rfc3339(&at).ok())
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    svc.metrics.open_request_idle_seconds.set(idle);
+    Ok(())
+}
+
 /// One sweep over every index partition.
 pub async fn sweep(svc: &Services) -> Result<Sweep, JobError> {
+    measure_idle(svc).await?;
     let idle = Duration::from_secs(svc.settings.sweeper.idle_secs);
     let cutoff = timestamp(SystemTime::now() - idle);
     let mut done = Sweep::default();

@@ -31,7 +31,10 @@ async fn metrics_pass_promtool_and_count_the_work() {
         "redshift_export_messages_received_total 2",
         "redshift_export_rows_exported_total 1",
         "redshift_export_stage_duration_seconds_count{stage=\"archive\"} 1",
-        "redshift_export_build_info{version=",
+        "redshift_export_build_info{revision=",
+        "process_resident_memory_bytes ",
+        "redshift_export_queue_messages{queue=\"dead_letter\",state=\"visible\"} 0",
+        "redshift_export_failures_total 1",
         "redshift_export_aws_requests_total{operation=\"ExecuteStatement\",outcome=\"ok\"",
         "redshift_export_aws_requests_total{operation=\"TransactWriteItems\",outcome=\"ok\"",
     ] {
@@ -194,6 +197,7 @@ async fn check_passes_against_the_stack_and_names_what_is_missing() {
         "archive bucket",
         "email (smtp)",
         "redshift",
+        "presigned links",
     ] {
         assert!(
             text.contains(&format!("ok    {probe}")),
@@ -217,7 +221,7 @@ async fn check_passes_against_the_stack_and_names_what_is_missing() {
         line.contains(&format!("archive bucket {missing}")) && line.contains("archive.bucket"),
         "{line}"
     );
-    assert!(text.contains("1 of 9 checks failed"), "{text}");
+    assert!(text.contains("1 of 10 checks failed"), "{text}");
     assert!(!line.contains("headers"), "concise: {line}");
 
     let ses = cli(&["check"], &[("EXPORT_WORKER__EMAIL__TRANSPORT", "ses")]).await;
@@ -428,4 +432,35 @@ async fn dlq_lists_redrives_fails_and_deletes() {
     );
     let missing = cli(&["dlq", "delete", "no-such-message"], &on).await;
     assert_eq!(missing.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn check_offline_touches_nothing_and_a_bad_listen_address_is_a_configuration_error() {
+    let nowhere = "http://127.0.0.1:9";
+    let offline = [
+        ("EXPORT_WORKER__AWS__ENDPOINTS__SQS", nowhere),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", nowhere),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__DYNAMODB", nowhere),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__SESV2", nowhere),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA", nowhere),
+        ("EXPORT_WORKER__EMAIL__SMTP__HOST", "mail.invalid"),
+    ];
+    let out = cli(&["check", "--offline"], &offline).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok    configuration:") && text.contains("all 1 checks passed"),
+        "{text}"
+    );
+
+    let bad = [("EXPORT_WORKER__ADMIN__LISTEN", "localhost:9464")];
+    for args in [&["check", "--offline"][..], &["run"][..]] {
+        let out = cli(args, &bad).await;
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("admin.listen \"localhost:9464\""),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -13,7 +13,7 @@ use crate::config::AwsSettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much longer than its wait a ReceiveMessage attempt may take: the answer of a long poll
 /// arrives at the end of the wait, plus network and service time.
-const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
+pub const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
 
 /// Every client the daemon uses, sharing one SDK configuration.
 #[derive(Clone, Debug)]
@@ -35,6 +35,7 @@ impl Clients {
     ) -> Clients {
         let counted = CallMetrics {
             requests: metrics.aws_requests.clone(),
+            denied: metrics.aws_denied.clone(),
         };
         // The SDK's own retries, under ours: see `crate::retry` for how the two stack.
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).retry_config(
@@ -90,11 +91,13 @@ impl Clients {
     }
 }
 
-/// Counts every API attempt by service, operation and outcome (an SDK interceptor sees the
-/// SDK's own retries too, which the callers do not).
+/// Counts every API attempt by service, operation and outcome (ok, denied, client_error,
+/// server_error, no_response); an SDK interceptor sees the SDK's own retries too, which the
+/// callers do not.
 #[derive(Debug, Clone)]
 struct CallMetrics {
     requests: prometheus::IntCounterVec,
+    denied: prometheus::IntCounter,
 }
 
 impl aws_sdk_s3::config::Intercept for CallMetrics {
@@ -111,17 +114,40 @@ impl aws_sdk_s3::config::Intercept for CallMetrics {
         let metadata = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
         let (service, operation) =
             metadata.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
-        let outcome = match context.response().map(|r| r.status()) {
+        let outcome = match context.response() {
             None => "no_response",
-            Some(status) if status.is_success() => "ok",
-            Some(status) if status.is_client_error() => "client_error",
+            Some(r) if r.status().is_success() => "ok",
+            Some(r)
+                if denied(
+                    r.status().as_u16(),
+                    r.headers().get("x-amzn-ErrorType"),
+                    r.body().bytes(),
+                ) =>
+            {
+                "denied"
+            }
+            Some(r) if r.status().is_client_error() => "client_error",
             Some(_) => "server_error",
         };
         self.requests
             .with_label_values(&[service, operation, outcome])
             .inc();
+        if outcome == "denied" {
+            self.denied.inc();
+        }
         Ok(())
     }
+}
+
+/// Whether an answer refuses the call for want of permission: S3 says so with 403, the JSON
+/// protocols (DynamoDB, SQS, the Data API, SES v2) with an `AccessDenied…` error type in a
+/// header or in the body (in memory by the time an error is read).
+fn denied(status: u16, error_type: Option<&str>, body: Option<&[u8]>) -> bool {
+    const ACCESS_DENIED: &[u8] = b"AccessDenied";
+    status == 403
+        || error_type.is_some_and(|t| t.contains("AccessDenied"))
+        || (400..500).contains(&status)
+            && body.is_some_and(|b| b.windows(ACCESS_DENIED.len()).any(|w| w == ACCESS_DENIED))
 }
 
 /// A failed AWS call, classified.
@@ -309,6 +335,20 @@ mod tests {
         let e = AwsError::from_credentials("s3", "presign", &broken);
         assert!(!e.transient);
         assert!(e.to_string().contains("no AWS credentials"), "{e}");
+    }
+
+    #[test]
+    fn access_denied_is_told_apart_from_other_refusals() {
+        assert!(denied(403, None, None));
+        assert!(denied(
+            400,
+            Some("AccessDeniedException:http://internal.amazon.com/"),
+            None
+        ));
+        let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#AccessDeniedException"}"#;
+        assert!(denied(400, None, Some(body)));
+        assert!(!denied(400, Some("ValidationException"), Some(b"{}")));
+        assert!(!denied(500, None, Some(b"AccessDenied")));
     }
 
     #[test]

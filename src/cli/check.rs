@@ -7,9 +7,21 @@ use crate::aws::Clients;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 
-pub(super) async fn run(settings: Settings) -> ExitCode {
-    let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &Metrics::new()).await;
-    let probes = crate::check::run(&settings, &clients).await;
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// Validate the configuration and its template files only, without touching AWS (for CI
+    /// pipelines and image builds).
+    #[arg(long)]
+    offline: bool,
+}
+
+pub(super) async fn run(settings: Settings, args: Args) -> ExitCode {
+    let probes = if args.offline {
+        vec![crate::check::configuration(&settings)]
+    } else {
+        let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &Metrics::new()).await;
+        crate::check::run(&settings, &clients).await
+    };
     for p in &probes {
         match &p.result {
             Ok(detail) => println!("ok    {}: {detail}", p.name),

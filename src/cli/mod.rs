@@ -40,7 +40,7 @@ enum Command {
     /// Enqueue a valid export request and print its id.
     Submit(submit::Args),
     /// Validate the configuration and probe every dependency; non-zero exit on any problem.
-    Check,
+    Check(check::Args),
     /// Ask for a request to be cancelled: its statement is cancelled and it ends CANCELLED.
     Cancel(cancel::Args),
     /// Show a request's state (and with --all its history).
@@ -87,7 +87,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run => run::run(settings).await,
         Command::Submit(args) => submit::run(settings, args).await,
-        Command::Check => check::run(settings).await,
+        Command::Check(args) => check::run(settings, args).await,
         Command::Cancel(args) => cancel::run(settings, args).await,
         Command::Status(args) => status::run(settings, args).await,
         Command::Dlq { action } => dlq::run(settings, action).await,

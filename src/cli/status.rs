@@ -86,7 +86,7 @@ async fn link(svc: &Services, item: &StateItem) -> Result<Link, ExitCode> {
     let s = &svc.settings;
     presign::presign(
         &svc.clients.s3,
-        &svc.clients.sdk,
+        svc.clients.sdk.credentials_provider().as_ref(),
         &s.archive.bucket,
         key,
         &format!("{}.zip", item.request_id),

@@ -279,6 +279,13 @@ impl Settings {
             ),
         );
         p.check(
+            self.admin.listen.is_empty() || self.admin.address().is_some(),
+            format!(
+                "admin.listen {:?} is not an IP address and port (e.g. 0.0.0.0:9464); leave it empty to disable the listener",
+                self.admin.listen
+            ),
+        );
+        p.check(
             self.worker.max_attempts >= 1,
             "worker.max_attempts must be at least 1".into(),
         );

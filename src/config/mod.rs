@@ -300,7 +300,8 @@ impl Default for AdminSettings {
 }
 
 impl AdminSettings {
-    /// The address to listen on, if the listener is enabled.
+    /// The address to listen on, None when the listener is disabled (`listen` empty). An
+    /// address that does not parse is refused when the configuration is validated.
     pub fn address(&self) -> Option<std::net::SocketAddr> {
         self.listen.parse().ok()
     }

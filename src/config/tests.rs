@@ -91,6 +91,7 @@ fn smtp_credentials_need_tls_and_slots_cannot_be_zero() {
     s.email.smtp.password = Some("p".into());
     s.email.smtp.tls = SmtpTls::None;
     s.worker.max_concurrent_jobs = 0;
+    s.admin.listen = "localhost:9464".into();
     s.worker.max_concurrent_archives = 0;
     s.templates.insert(
         "bad name!".into(),
@@ -106,6 +107,7 @@ fn smtp_credentials_need_tls_and_slots_cannot_be_zero() {
         "worker.max_concurrent_jobs must be at least 1",
         "worker.max_concurrent_archives must be at least 1",
         "template name \"bad name!\"",
+        "admin.listen \"localhost:9464\" is not an IP address and port",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(expected)),

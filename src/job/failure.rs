@@ -99,6 +99,9 @@ pub async fn fail(
                 .jobs
                 .with_label_values(&[outcome, e.code()])
                 .inc();
+            if to == Status::Failed {
+                svc.metrics.failures.inc();
+            }
         }
         Err(JobError::Conflict(_)) => return Outcome::Yield,
         Err(record_error) => {

@@ -256,7 +256,7 @@ async fn notify_ready(
     let filename = format!("{}.zip", request.request_id);
     let link = presign::presign(
         &svc.clients.s3,
-        &svc.clients.sdk,
+        svc.clients.sdk.credentials_provider().as_ref(),
         &s.archive.bucket,
         &key,
         &filename,

@@ -61,6 +61,28 @@ impl StateStore {
             .collect())
     }
 
+    /// When the open request in index partition `shard` that has not moved for longest last
+    /// moved (its `updated_at`), or None when the partition holds no open request.
+    pub async fn least_recently_moved(&self, shard: u32) -> Result<Option<String>, JobError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_INDEX)
+            .key_condition_expression("#shard = :shard")
+            .expression_attribute_names("#shard", OPEN_SHARD)
+            .expression_attribute_values(":shard", s(shard_name(shard)))
+            .scan_index_forward(true)
+            .limit(1)
+            .send()
+            .await
+            .aws("dynamodb", "Query")?;
+        Ok(out
+            .items()
+            .first()
+            .and_then(|i| i.get("updated_at").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
     /// Records that the sweeper sends the request again: counts the re-drive, marks the
     /// request as moved now and writes a history event — only if it is still as `item` says
     /// (same version) and no live job holds it. The version is bumped, so of several

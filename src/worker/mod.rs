@@ -19,6 +19,19 @@ use crate::retry::Backoff;
 use crate::services::Services;
 use crate::shutdown::{RELEASE_MARGIN, Shutdown};
 
+/// While every job slot is busy, the loop reports progress this often (for the watchdog).
+const SLOT_WAIT_TICK: Duration = Duration::from_secs(10);
+
+/// The longest the receive loop can go without progress and still be working: one receive
+/// with all the SDK's attempts timing out, their backoff, then the longest receive backoff.
+pub fn stall_limit(wait_secs: u32) -> Duration {
+    let attempt = Duration::from_secs(u64::from(wait_secs)) + crate::aws::LONG_POLL_SLACK;
+    attempt * crate::retry::SDK_MAX_ATTEMPTS
+        + crate::retry::SDK_MAX_BACKOFF * (crate::retry::SDK_MAX_ATTEMPTS - 1)
+        + Backoff::RECEIVE.max
+        + SLOT_WAIT_TICK
+}
+
 /// The most messages one ReceiveMessage returns (SQS's limit).
 const SQS_MAX_BATCH: usize = 10;
 
@@ -28,6 +41,9 @@ const SQS_MAX_BATCH: usize = 10;
 pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
     let jobs = svc.settings.worker.max_concurrent_jobs;
     let slots = Arc::new(Semaphore::new(jobs));
+    svc.metrics
+        .job_slots
+        .set(i64::try_from(jobs).unwrap_or(i64::MAX));
     tracing::info!(
         worker = svc.state.worker(),
         slots = jobs,
@@ -35,14 +51,16 @@ pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
     );
     let mut delays = Backoff::RECEIVE.delays();
     while !shutdown.is_stopping() {
+        svc.health.loop_progressed();
         // Receive only what can start now: wait for a free slot first.
-        let Some(mut permits) = free_slots(&slots, &shutdown).await else {
+        let Some(mut permits) = free_slots(&svc, &slots, &shutdown).await else {
             break;
         };
         let received = tokio::select! {
             r = receive(&svc, permits.len()) => r,
             () = shutdown.stopping() => break,
         };
+        svc.health.loop_progressed();
         let messages = match received {
             Ok(messages) => {
                 delays.reset();
@@ -70,15 +88,19 @@ pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
     drain(&svc, &slots, jobs).await;
 }
 
-/// At least one free job slot (waiting for it), and as many more as are free now, up to a
-/// batch; None when shutdown came first.
+/// At least one free job slot (waiting for it, which is progress: the jobs in flight free
+/// them), and as many more as are free now, up to a batch; None when shutdown came first.
 async fn free_slots(
+    svc: &Services,
     slots: &Arc<Semaphore>,
     shutdown: &Shutdown,
 ) -> Option<Vec<OwnedSemaphorePermit>> {
-    let first = tokio::select! {
-        permit = slots.clone().acquire_owned() => permit.ok()?,
-        () = shutdown.stopping() => return None,
+    let first = loop {
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => break permit.ok()?,
+            () = tokio::time::sleep(SLOT_WAIT_TICK) => svc.health.loop_progressed(),
+            () = shutdown.stopping() => return None,
+        }
     };
     let mut permits = vec![first];
     while permits.len() < SQS_MAX_BATCH {
@@ -128,5 +150,19 @@ async fn drain(svc: &Services, slots: &Semaphore, jobs: usize) {
             still_running = jobs - slots.available_permits(),
             "jobs still running at the drain deadline; exiting without them (their messages come back when their visibility ends)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stall_limit_covers_a_receive_with_every_retry_and_stays_under_the_watchdog() {
+        let limit = stall_limit(20);
+        // 3 attempts of 20 + 15 s, 2 SDK backoffs of at most 20 s, a minute of receive
+        // backoff, a slot-wait tick: deploy/systemd's WatchdogSec=300 must exceed it.
+        assert_eq!(limit, Duration::from_secs(215));
+        assert!(limit < Duration::from_secs(300));
     }
 }

@@ -4,6 +4,7 @@ ConfigMap's configuration listens on, and the pod's grace period outlasts the wo
 import json
 import pathlib
 import re
+import subprocess
 import tomllib
 
 import yaml
@@ -41,8 +42,35 @@ def test_probes_and_grace_period_match_the_configuration():
     assert pod["securityContext"]["runAsNonRoot"] is True
 
 
+UNIT = ROOT / "deploy" / "systemd" / "redshift-export-worker.service"
+
+
+def test_systemd_sandbox_rates_at_most_1_2():
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    level = float(re.search(r"Overall exposure level for .*: (\d+\.\d+)", out).group(1))
+    assert level <= 1.2, out
+
+
+def test_systemd_never_restarts_on_a_bad_configuration():
+    unit = UNIT.read_text()
+    # A failing ExecStartPre restarts the unit for ever; the daemon checks its configuration.
+    assert not re.search(r"^ExecStartPre=", unit, re.M)
+    assert re.search(r"^RestartPreventExitStatus=.*\b64\b", unit, re.M)
+    assert re.search(r"^Restart=on-failure$", unit, re.M)
+    unit_section = unit.split("[Service]")[0]
+    assert re.search(r"^StartLimitBurst=\d+$", unit_section, re.M)
+    # Longer than the receive loop's stall limit (about 215 s with the default wait) plus a ping
+    # interval's slack, so only a loop that really stopped is killed.
+    assert int(re.search(r"^WatchdogSec=(\d+)$", unit, re.M).group(1)) >= 300
+
+
 def test_systemd_stop_timeout_outlasts_the_grace_period():
-    unit = (ROOT / "deploy" / "systemd" / "redshift-export-worker.service").read_text()
+    unit = UNIT.read_text()
     stop = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))
     default = tomllib.loads((ROOT / "config" / "default.toml").read_text())
     assert stop > default["worker"]["shutdown_grace_secs"]
