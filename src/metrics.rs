@@ -25,6 +25,19 @@ pub const JOB_OUTCOMES: &[&str] = &[
     "panicked",
 ];
 
+/// The codes a message is dead-lettered with: what the parser says of a message without a
+/// usable request id, a request id that names another request, and a state item this version
+/// cannot read. Initialised at zero so a rate sees the first.
+pub const DEAD_LETTER_CODES: &[&str] = &[
+    "message_too_large",
+    "invalid_encoding",
+    "invalid_json",
+    "invalid_message",
+    "invalid_request_id",
+    "request_id_conflict",
+    "unreadable_state",
+];
+
 /// The queues the probe reads: the request queue and the dead-letter queue.
 pub const QUEUES: &[&str] = &["requests", "dead_letter"];
 /// Message states of `queue_messages`, as SQS counts them.
@@ -258,6 +271,12 @@ impl Metrics {
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("BUILD_REVISION")])
             .set(1);
+        for step in crate::retry::step::ALL {
+            let _ = self.retries.with_label_values(&[step]);
+        }
+        for code in DEAD_LETTER_CODES {
+            let _ = self.messages_dead_lettered.with_label_values(&[code]);
+        }
         for queue in QUEUES {
             let _ = self.queue_up.with_label_values(&[queue]);
             for state in QUEUE_STATES {

@@ -23,6 +23,25 @@ pub const SDK_MAX_ATTEMPTS: u32 = 3;
 /// The longest the SDK waits between its attempts (its standard mode's cap).
 pub const SDK_MAX_BACKOFF: Duration = Duration::from_secs(20);
 
+/// The steps of a job that [`retrying`] retries, as `retries_total{operation}` names them.
+pub mod step {
+    pub const CREATE_STATE: &str = "create state";
+    pub const CLAIM: &str = "claim";
+    pub const EXECUTE_STATEMENT: &str = "execute statement";
+    pub const BUILD_ARCHIVE: &str = "build archive";
+    pub const RECORD_TRANSITION: &str = "record transition";
+    pub const SEND_EMAIL: &str = "send email";
+    /// All of them (their series start at zero).
+    pub const ALL: &[&str] = &[
+        CREATE_STATE,
+        CLAIM,
+        EXECUTE_STATEMENT,
+        BUILD_ARCHIVE,
+        RECORD_TRANSITION,
+        SEND_EMAIL,
+    ];
+}
+
 /// Capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

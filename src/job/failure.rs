@@ -11,7 +11,7 @@ use super::stages::advance;
 use crate::error::JobError;
 use crate::message::{EmailAddress, ExportRequest, Fingerprinted, MessageError, RequestId};
 use crate::notify::templates::FailureContext;
-use crate::retry::retrying;
+use crate::retry::{retrying, step};
 use crate::services::Services;
 use crate::state::{LeaseOwner, StateItem, Status};
 use crate::unload;
@@ -153,7 +153,7 @@ pub async fn reject(svc: &Services, error: MessageError, body: &[u8]) -> Outcome
         )));
     };
     let asked = Fingerprinted::of_invalid(body);
-    let item = retrying(svc.retry, &svc.metrics, "create state", || {
+    let item = retrying(svc.retry, &svc.metrics, step::CREATE_STATE, || {
         svc.state
             .create_or_load(&request_id, "invalid", None, &asked)
     })

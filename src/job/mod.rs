@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::error::JobError;
 use crate::message::ExportRequest;
 use crate::policy;
-use crate::retry::retrying;
+use crate::retry::{retrying, step};
 use crate::services::Services;
 use crate::state::{LeaseOwner, Status};
 
@@ -59,7 +59,7 @@ pub async fn process(
     owner: &LeaseOwner,
 ) -> Outcome {
     let asked = request.fingerprinted();
-    let item = retrying(svc.retry, &svc.metrics, "create state", || {
+    let item = retrying(svc.retry, &svc.metrics, step::CREATE_STATE, || {
         svc.state.create_or_load(
             &request.request_id,
             request.query_name(),
@@ -95,7 +95,7 @@ pub async fn process(
         return Outcome::Acknowledged(item.status);
     }
     // A request leased by a live job elsewhere is left alone.
-    let item = retrying(svc.retry, &svc.metrics, "claim", || {
+    let item = retrying(svc.retry, &svc.metrics, step::CLAIM, || {
         svc.state.claim(&item, owner, lease_duration(&svc.settings))
     })
     .await;

@@ -11,7 +11,7 @@ use crate::error::JobError;
 use crate::message::{EmailAddress, ExportRequest};
 use crate::notify::templates::{ReadyContext, human_size};
 use crate::policy::Prepared;
-use crate::retry::retrying;
+use crate::retry::{retrying, step};
 use crate::services::Services;
 use crate::state::{StateItem, Status, timestamp};
 use crate::{presign, unload};
@@ -73,7 +73,7 @@ async fn submit(
         &s.upload.bucket,
         &prefix,
     );
-    let id = retrying(svc.retry, &svc.metrics, "execute statement", || {
+    let id = retrying(svc.retry, &svc.metrics, step::EXECUTE_STATEMENT, || {
         svc.redshift.execute(&sql, rid, attempt)
     })
     .await?;
@@ -144,7 +144,7 @@ async fn archive(
         .acquire()
         .await
         .map_err(|_| JobError::Conflict("the archive slots are closed".into()))?;
-    let archived = retrying(svc.retry, &svc.metrics, "build archive", || {
+    let archived = retrying(svc.retry, &svc.metrics, step::BUILD_ARCHIVE, || {
         svc.archiver.build(plan)
     })
     .await?;
@@ -225,7 +225,7 @@ pub(super) async fn advance(
     changes: &(dyn Fn(&mut StateItem) + Send + Sync),
     detail: &str,
 ) -> Result<StateItem, JobError> {
-    retrying(svc.retry, &svc.metrics, "record transition", || {
+    retrying(svc.retry, &svc.metrics, step::RECORD_TRANSITION, || {
         svc.state.transition(item, to, changes, detail)
     })
     .await
@@ -281,7 +281,7 @@ async fn notify_ready(
             transient: false,
         })?;
     let mail_id = format!("{}.{}", request.request_id, item.attempt);
-    let id = retrying(svc.retry, &svc.metrics, "send email", || {
+    let id = retrying(svc.retry, &svc.metrics, step::SEND_EMAIL, || {
         svc.mailer.send(recipients, &rendered, &mail_id)
     })
     .await?;
