@@ -79,11 +79,11 @@ pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
     push(format!("table {}", s.state.table), table(svc).await);
     push(
         format!("upload bucket {}", s.upload.bucket),
-        bucket(svc, &s.upload.bucket, "upload.bucket").await,
+        upload_bucket(svc).await,
     );
     push(
         format!("archive bucket {}", s.archive.bucket),
-        bucket(svc, &s.archive.bucket, "archive.bucket").await,
+        archive_bucket(svc).await,
     );
     let transport = match s.email.transport {
         EmailTransport::Ses => "ses",
@@ -232,18 +232,65 @@ async fn table(svc: &Target<'_>) -> Result<String, String> {
     ))
 }
 
-async fn bucket(svc: &Target<'_>, name: &str, key: &str) -> Result<String, String> {
+/// The upload bucket: the worker lists and reads only under `upload.prefix` (the policy's
+/// `s3:ListBucket` carries an `s3:prefix` condition), so that is what is probed.
+async fn upload_bucket(svc: &Target<'_>) -> Result<String, String> {
+    let u = &svc.settings.upload;
+    let prefix = format!("{}/", u.prefix.trim_end_matches('/'));
     svc.clients
         .s3
-        .head_bucket()
-        .bucket(name)
+        .list_objects_v2()
+        .bucket(&u.bucket)
+        .prefix(&prefix)
+        .max_keys(1)
         .send()
         .await
-        .aws("s3", "HeadBucket")
-        .map(|_| "reachable".to_string())
+        .aws("s3", "ListObjectsV2")
+        .map(|_| format!("listable under {prefix}"))
         .map_err(|e| {
-            format!("{e} — create bucket {name} or fix {key}; the worker needs s3:ListBucket on it")
+            format!(
+                "{e} — create bucket {} or fix upload.bucket; the worker needs s3:ListBucket on {prefix}",
+                u.bucket
+            )
         })
+}
+
+/// The archive bucket: an upload under `archive.prefix` is started and aborted, as the worker
+/// starts every archive.
+async fn archive_bucket(svc: &Target<'_>) -> Result<String, String> {
+    let a = &svc.settings.archive;
+    let probe =
+        crate::message::RequestId::parse(&format!("check-{}", uuid::Uuid::new_v4().simple()))
+            .map_err(|e| e.to_string())?;
+    let key = crate::archive::Archiver::new(svc.clients.s3.clone(), a.clone(), String::new())
+        .archive_key(&probe);
+    let fail = |e: crate::aws::AwsError| {
+        format!(
+            "{e} — create bucket {} or fix archive.bucket; the worker needs s3:PutObject and s3:AbortMultipartUpload on {}",
+            a.bucket, key
+        )
+    };
+    let started = svc
+        .clients
+        .s3
+        .create_multipart_upload()
+        .bucket(&a.bucket)
+        .key(&key)
+        .send()
+        .await
+        .aws("s3", "CreateMultipartUpload")
+        .map_err(fail)?;
+    svc.clients
+        .s3
+        .abort_multipart_upload()
+        .bucket(&a.bucket)
+        .key(&key)
+        .set_upload_id(started.upload_id)
+        .send()
+        .await
+        .aws("s3", "AbortMultipartUpload")
+        .map_err(fail)?;
+    Ok(format!("an upload to {key} can be started"))
 }
 
 async fn email(svc: &Target<'_>) -> Result<String, String> {
@@ -264,7 +311,8 @@ async fn email(svc: &Target<'_>) -> Result<String, String> {
                     .get_email_identity()
                     .email_identity(identity)
                     .send()
-                    .await;
+                    .await
+                    .aws("sesv2", "GetEmailIdentity");
                 // VerificationStatus SUCCESS also means verified (moto sets only that one).
                 if let Ok(out) = out
                     && (out.verified_for_sending_status

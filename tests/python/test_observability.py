@@ -1,9 +1,17 @@
-"""The dashboard and the alert rules speak of what the daemon really exports: every PromQL
-expression in them parses (`promtool check rules`), and every metric they name is in the
-/metrics of a running daemon (started here against the local stack)."""
+"""What the deployment files say matches what the daemon does, checked against a daemon started
+here against the local stack that runs one export:
+
+- the dashboard and the alert rules: every PromQL expression parses (`promtool check rules`)
+  and names only metrics in the daemon's /metrics;
+- least privilege: the IAM actions of deploy/iam-policy.json are exactly those the daemon's
+  code can call (every AWS call names its operation for the error classifier), plus what the
+  configuration in deploy/k8s/configmap.yaml implies; and every call the running daemon made
+  is among those."""
 
 import json
 import os
+import tomllib
+import uuid
 import pathlib
 import re
 import subprocess
@@ -46,13 +54,22 @@ def grafana_free(expr):
 
 
 @pytest.fixture(scope="module")
-def exported():
+def scraped():
+    """The /metrics of a daemon that ran one export on a queue of its own."""
+    import boto3
+
     assert BINARY.exists(), f"{BINARY} is built by the Rust tests (cargo nextest) first"
+    sqs = boto3.client("sqs")
+    name = f"observability-{uuid.uuid4().hex[:8]}"
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    request = {"version": 1, "query": "product_detail_by_sku", "params": {"sku": "FLOWER12"}}
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(request))
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "PATH", "HOME"))}
     env.update(
         {
-            "EXPORT_WORKER__QUEUE__URL": os.environ["DEVSTACK_QUEUE_URL"],
-            "EXPORT_WORKER__QUEUE__DEAD_LETTER_URL": os.environ["DEVSTACK_DLQ_URL"],
+            "EXPORT_WORKER__QUEUE__URL": queue,
+            "EXPORT_WORKER__QUEUE__DEAD_LETTER_URL": dlq,
             "EXPORT_WORKER__EMAIL__SMTP__HOST": os.environ["DEVSTACK_SMTP_HOST"],
             "EXPORT_WORKER__EMAIL__SMTP__PORT": os.environ["DEVSTACK_SMTP_PORT"],
             "EXPORT_WORKER__ADMIN__LISTEN": "127.0.0.1:0",
@@ -77,10 +94,22 @@ def exported():
             if "admin listener started" in line:
                 address = json.loads(line)["addr"]
         assert address, "the daemon did not report its admin address"
-        text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+        done = 'redshift_export_jobs_total{error_code="",outcome="completed"} 1'
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+            if done in text:
+                break
+            time.sleep(0.5)
+        assert done in text, "the export did not complete within a minute"
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+    return text
+
+
+@pytest.fixture(scope="module")
+def exported(scraped):
+    text = scraped
     names = {
         re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
         for line in text.splitlines()
@@ -126,3 +155,96 @@ def test_dashboard_has_a_datasource_variable_and_the_panels_an_sre_expects():
     titles = " ".join(p["title"].lower() for p in d["panels"])
     for topic in ["throughput", "error code", "latency", "in flight", "queue", "aws", "memory", "cpu"]:
         assert topic in titles, topic
+
+
+# How each operation the daemon calls is authorised.
+def iam_actions(service, operation):
+    if service == "dynamodb" and operation == "TransactWriteItems":
+        # A transaction is authorised item by item: the worker's hold one Put and one Update.
+        return {"dynamodb:PutItem", "dynamodb:UpdateItem"}
+    if service == "s3":
+        return {
+            "CreateMultipartUpload": {"s3:PutObject"},
+            "UploadPart": {"s3:PutObject"},
+            "CompleteMultipartUpload": {"s3:PutObject"},
+            "AbortMultipartUpload": {"s3:AbortMultipartUpload"},
+            "GetObject": {"s3:GetObject"},
+            "HeadObject": {"s3:GetObject"},
+            # A presigned link is a GET made with the worker's permissions.
+            "presign": {"s3:GetObject"},
+            "ListObjectsV2": {"s3:ListBucket"},
+            "DeleteObject": {"s3:DeleteObject"},
+        }[operation]
+    prefix = {"sesv2": "ses"}.get(service, service)
+    return {f"{prefix}:{operation}"}
+
+
+def operations_in_code():
+    """(service, operation) of every AWS call in src/: each goes through the classifier, which
+    names both (`.aws("sqs", "ReceiveMessage")`, `AwsError::from_sdk("dynamodb", …)`)."""
+    found = set()
+    for path in (ROOT / "src").rglob("*.rs"):
+        text = path.read_text()
+        found |= set(re.findall(r'(?:\.aws|from_sdk)\(\s*"([a-z0-9-]+)",\s*"([A-Za-z0-9]+)"', text))
+    return found
+
+
+def actions_for_configuration():
+    config = tomllib.loads(
+        yaml.safe_load((ROOT / "deploy" / "k8s" / "configmap.yaml").read_text())["data"]["config.toml"]
+    )
+    actions = set()
+    if config["redshift"].get("secret_arn"):
+        actions.add("secretsmanager:GetSecretValue")
+    if config["redshift"].get("db_user"):
+        actions.add("redshift:GetClusterCredentials")
+    if config["archive"].get("server_side_encryption") == "aws:kms":
+        actions |= {"kms:GenerateDataKey", "kms:Decrypt"}
+    return actions
+
+
+def policy():
+    return json.loads((ROOT / "deploy" / "iam-policy.json").read_text())["Statement"]
+
+
+def test_the_policy_grants_exactly_what_the_code_calls():
+    needed = set().union(*(iam_actions(s, o) for s, o in operations_in_code()))
+    needed |= actions_for_configuration()
+    granted = {a for st in policy() for a in st["Action"]}
+    assert needed - granted == set(), "actions missing from deploy/iam-policy.json"
+    assert granted - needed == set(), "actions granted that the daemon never uses"
+
+
+def test_every_call_the_daemon_made_is_one_the_code_names(scraped):
+    made = set(
+        re.findall(
+            r'redshift_export_aws_requests_total\{operation="(\w+)",outcome="\w+",service="([\w-]+)"\}',
+            scraped,
+        )
+    )
+    assert made, "no AWS call was counted"
+    named = {o for _, o in operations_in_code()}
+    assert {o for o, _ in made} - named == set()
+
+
+def test_the_policy_is_scoped():
+    by_action = {}
+    for st in policy():
+        for a in st["Action"]:
+            by_action.setdefault(a, []).append(st)
+    for st in by_action["s3:ListBucket"]:
+        assert "s3:prefix" in st["Condition"]["StringLike"], "ListBucket only under a prefix"
+    for st in by_action["redshift-data:ExecuteStatement"]:
+        assert st["Resource"].startswith("arn:aws:redshift"), "ExecuteStatement on the cluster only"
+    for action in ["kms:GenerateDataKey", "kms:Decrypt"]:
+        for st in by_action[action]:
+            assert "kms:ViaService" in st["Condition"]["StringEquals"]
+    for st in policy():
+        assert st["Resource"] != "*" or "Condition" in st or st["Action"] == ["ses:GetEmailIdentity"], st["Sid"]
+
+
+def test_the_unload_role_and_the_trust_policy_are_there():
+    unload = json.loads((ROOT / "deploy" / "iam" / "unload-role-policy.json").read_text())
+    assert "s3:PutObject" in {a for st in unload["Statement"] for a in st["Action"]}
+    trust = json.loads((ROOT / "deploy" / "iam" / "irsa-trust-policy.json").read_text())
+    assert trust["Statement"][0]["Action"] == "sts:AssumeRoleWithWebIdentity"
