@@ -11,7 +11,7 @@ import subprocess
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RULE = ROOT / "deploy" / "k8s" / "prometheusrule.yaml"
+RULE = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 CASES = ROOT / "tests" / "alerts" / "alerts.test.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 

@@ -10,7 +10,7 @@ import tomllib
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
+K8S = ROOT / "deploy" / "k8s" / "base"
 
 
 def docs():
@@ -81,3 +81,40 @@ def test_iam_policy_is_valid_json():
     policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert "redshift-data:ExecuteStatement" in actions and "sqs:ReceiveMessage" in actions
+
+
+def kustomize(path):
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_the_base_and_the_overlay_build_as_sres_run_them():
+    default = tomllib.loads((ROOT / "config" / "default.toml").read_text())
+    for path, registry in [
+        (K8S, "registry.example.com/"),
+        (ROOT / "deploy" / "k8s" / "overlays" / "example", "123456789012.dkr.ecr."),
+    ]:
+        objects = {d["kind"]: d for d in kustomize(path)}
+        pod = objects["Deployment"]["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"].startswith(registry), path
+        assert pod["automountServiceAccountToken"] is False
+        assert objects["ServiceAccount"]["automountServiceAccountToken"] is False
+        assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        }
+        policy = objects["NetworkPolicy"]["spec"]
+        assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9464}]
+        assert policy["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "monitoring"
+        }
+        for kind in ["ServiceMonitor", "PrometheusRule"]:
+            assert objects[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        config = tomllib.loads(objects["ConfigMap"]["data"]["config.toml"])
+        slots = config.get("worker", {}).get(
+            "max_concurrent_jobs", default["worker"]["max_concurrent_jobs"]
+        )
+        trigger = objects["ScaledObject"]["spec"]["triggers"][0]["metadata"]
+        assert int(trigger["queueLength"]) == slots, "one replica per job slots' worth of messages"

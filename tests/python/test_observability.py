@@ -23,7 +23,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "redshift-export-worker.json"
-RULE = ROOT / "deploy" / "k8s" / "prometheusrule.yaml"
+RULE = ROOT / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
 BINARY = ROOT / "target" / "debug" / "redshift-export-worker"
 # Series Prometheus makes itself, not the daemon.
 FROM_PROMETHEUS = {"up"}
@@ -191,7 +191,7 @@ def operations_in_code():
 
 def actions_for_configuration():
     config = tomllib.loads(
-        yaml.safe_load((ROOT / "deploy" / "k8s" / "configmap.yaml").read_text())["data"]["config.toml"]
+        yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "configmap.yaml").read_text())["data"]["config.toml"]
     )
     actions = set()
     if config["redshift"].get("secret_arn"):
