@@ -7,6 +7,7 @@ import re
 import subprocess
 import tomllib
 
+import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -118,3 +119,44 @@ def test_the_base_and_the_overlay_build_as_sres_run_them():
         )
         trigger = objects["ScaledObject"]["spec"]["triggers"][0]["metadata"]
         assert int(trigger["queueLength"]) == slots, "one replica per job slots' worth of messages"
+
+
+# The Kubernetes version the core objects are checked against (kubernetes-validate's schemas).
+KUBERNETES = "1.30"
+CUSTOM = {
+    "ScaledObject": "scaledobject.json",
+    "TriggerAuthentication": "triggerauthentication.json",
+    "ServiceMonitor": "servicemonitor.json",
+    "PrometheusRule": "prometheusrule.json",
+}
+
+
+def test_every_object_validates_against_its_schema():
+    import jsonschema
+    import kubernetes_validate
+
+    schemas = ROOT / "tests" / "k8s-schemas"
+    for path in [K8S, ROOT / "deploy" / "k8s" / "overlays" / "example"]:
+        for obj in kustomize(path):
+            kind = obj["kind"]
+            if kind in CUSTOM:
+                schema = json.loads((schemas / CUSTOM[kind]).read_text())
+                jsonschema.validate(obj, schema)
+            else:
+                kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_a_misspelt_field_is_caught():
+    import jsonschema
+    import kubernetes_validate
+
+    objects = {d["kind"]: d for d in kustomize(K8S)}
+    deployment = objects["Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    scaled = objects["ScaledObject"]
+    scaled["spec"]["maxReplicas"] = 10
+    schema = json.loads((ROOT / "tests" / "k8s-schemas" / "scaledobject.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(scaled, schema)
