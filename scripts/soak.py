@@ -6,7 +6,6 @@ exports completed so far. Leaks show as growth after the warm-up; the report say
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +21,17 @@ env = dict(os.environ)
 sqs = boto3.client("sqs")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def admin_address(log_path):
+    """The admin address the worker logged (it binds port 0: no race for a port)."""
+    for _ in range(100):
+        with open(log_path) as f:
+            for line in f:
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                m = re.search(r"admin listener started.*addr=(\S+)", line)
+                if m:
+                    return m.group(1)
+        time.sleep(0.1)
+    raise SystemExit("the worker did not log its admin address")
 
 
 def start_emulator():
@@ -55,7 +61,7 @@ def sample(pid, admin):
 def main():
     emulator, emulator_url = start_emulator()
     queue = sqs.create_queue(QueueName=f"soak-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    admin = f"127.0.0.1:{free_port()}"
+    log_path = f"{ROOT}/target/soak-worker.log"
     worker = subprocess.Popen(
         [f"{ROOT}/target/release/redshift-export-worker", "run", "--config", f"{ROOT}/config/local.toml"],
         env={**env,
@@ -63,11 +69,12 @@ def main():
              "EXPORT_WORKER__QUEUE__DEAD_LETTER_URL": env["DEVSTACK_DLQ_URL"],
              "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA": emulator_url,
              "EXPORT_WORKER__EMAIL__SMTP__PORT": env["DEVSTACK_SMTP_PORT"],
-             "EXPORT_WORKER__ADMIN__LISTEN": admin,
+             "EXPORT_WORKER__ADMIN__LISTEN": "127.0.0.1:0",
+             "EXPORT_WORKER__LOGGING__FORMAT": "human",
              "EXPORT_WORKER__SWEEPER__ENABLED": "false",
-             "EXPORT_WORKER__LOGGING__FILTER": "warn"},
-        stderr=open(f"{ROOT}/target/soak-worker.log", "w"))
-    time.sleep(2)
+             "EXPORT_WORKER__LOGGING__FILTER": "warn,redshift_export_worker::admin=info"},
+        stderr=open(log_path, "w"))
+    admin = admin_address(log_path)
     samples, sent, started = [], 0, time.monotonic()
     templates = [
         ("product_detail_by_sku", {"sku": "FLOWER12"}, "single"),

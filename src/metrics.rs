@@ -169,6 +169,8 @@ impl Registrar<'_> {
 }
 
 impl Metrics {
+    /// Registers every metric. Long only because it is a list: one registration per field,
+    /// in the order of the struct.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = Registrar(&registry);

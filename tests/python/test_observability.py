@@ -5,7 +5,7 @@ here against the local stack that runs one export:
   and names only metrics in the daemon's /metrics;
 - least privilege: the IAM actions of deploy/iam-policy.json are exactly those the daemon's
   code can call (every AWS call names its operation for the error classifier), plus what the
-  configuration in deploy/k8s/configmap.yaml implies; and every call the running daemon made
+  configuration in deploy/k8s/base/configmap.yaml implies; and every call the running daemon made
   is among those."""
 
 import json
