@@ -74,7 +74,7 @@ pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
 async fn measure_idle(svc: &Services) -> Result<(), JobError> {
     let mut oldest: Option<String> = None;
     for shard in 0..OPEN_SHARDS {
-        if let Some(at) = svc.state.least_recently_moved(shard).await? {
+        if let Some(at) = svc.state.longest_idle_since(shard).await? {
             oldest = Some(match oldest {
                 Some(o) if o <= at => o,
                 _ => at,

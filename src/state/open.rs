@@ -10,7 +10,9 @@ use std::time::SystemTime;
 
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::{STATE_SK, StateItem, StateStore, epoch_secs, idempotency_token, n, s, timestamp};
+use super::{
+    Attributes, STATE_SK, StateItem, StateStore, epoch_secs, idempotency_token, n, s, timestamp,
+};
 use crate::aws::AwsResultExt;
 use crate::error::JobError;
 
@@ -41,46 +43,51 @@ impl StateStore {
         before: &str,
         limit: i32,
     ) -> Result<Vec<String>, JobError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(OPEN_INDEX)
-            .key_condition_expression("#shard = :shard AND updated_at < :before")
-            .expression_attribute_names("#shard", OPEN_SHARD)
-            .expression_attribute_values(":shard", s(shard_name(shard)))
-            .expression_attribute_values(":before", s(before))
-            .limit(limit)
-            .send()
-            .await
-            .aws("dynamodb", "Query")?;
-        Ok(out
-            .items()
-            .iter()
-            .filter_map(|i| i.get("request_id").and_then(|v| v.as_s().ok()).cloned())
-            .collect())
+        let open = self
+            .least_recently_moved(shard, Some(before), limit)
+            .await?;
+        Ok(open.into_iter().map(|(id, _)| id).collect())
     }
 
     /// When the open request in index partition `shard` that has not moved for longest last
     /// moved (its `updated_at`), or None when the partition holds no open request.
-    pub async fn least_recently_moved(&self, shard: u32) -> Result<Option<String>, JobError> {
-        let out = self
+    pub async fn longest_idle_since(&self, shard: u32) -> Result<Option<String>, JobError> {
+        let open = self.least_recently_moved(shard, None, 1).await?;
+        Ok(open.into_iter().next().map(|(_, at)| at))
+    }
+
+    /// The open requests of partition `shard` (moved before `before`, if given), least
+    /// recently moved first, at most `limit`: (request id, updated_at).
+    async fn least_recently_moved(
+        &self,
+        shard: u32,
+        before: Option<&str>,
+        limit: i32,
+    ) -> Result<Vec<(String, String)>, JobError> {
+        let condition = if before.is_some() {
+            "#shard = :shard AND updated_at < :before"
+        } else {
+            "#shard = :shard"
+        };
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(OPEN_INDEX)
-            .key_condition_expression("#shard = :shard")
+            .key_condition_expression(condition)
             .expression_attribute_names("#shard", OPEN_SHARD)
             .expression_attribute_values(":shard", s(shard_name(shard)))
-            .scan_index_forward(true)
-            .limit(1)
-            .send()
-            .await
-            .aws("dynamodb", "Query")?;
+            .limit(limit);
+        if let Some(before) = before {
+            query = query.expression_attribute_values(":before", s(before));
+        }
+        let out = query.send().await.aws("dynamodb", "Query")?;
+        let text = |i: &Attributes, k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
         Ok(out
             .items()
-            .first()
-            .and_then(|i| i.get("updated_at").and_then(|v| v.as_s().ok()).cloned()))
+            .iter()
+            .filter_map(|i| Some((text(i, "request_id")?, text(i, "updated_at")?)))
+            .collect())
     }
 
     /// Records that the sweeper sends the request again: counts the re-drive, marks the
