@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::aws::{AwsResultExt, Clients};
 use crate::config::{EmailTransport, Settings};
@@ -99,26 +100,28 @@ pub async fn run(settings: &Settings, clients: &Clients) -> Vec<Probe> {
     probes
 }
 
-async fn queue(svc: &Target<'_>, url: &str, key: &str) -> Result<String, String> {
-    svc.clients
-        .sqs
+/// One attribute of a queue (None when the queue does not have it); the error says what to
+/// check, naming the configuration `key` of the URL.
+async fn queue_attribute(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    name: QueueAttributeName,
+    key: &str,
+) -> Result<Option<String>, String> {
+    let out = sqs
         .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .attribute_names(name.clone())
         .send()
         .await
         .aws("sqs", "GetQueueAttributes")
-        .map(|out| {
-            let arn = out
-                .attributes
-                .and_then(|a| {
-                    a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                        .cloned()
-                })
-                .unwrap_or_default();
-            format!("reachable ({arn})")
-        })
-        .map_err(|e| format!("{e} — check {key} and the sqs:GetQueueAttributes permission"))
+        .map_err(|e| format!("{e} — check {key} and the sqs:GetQueueAttributes permission"))?;
+    Ok(out.attributes.and_then(|a| a.get(&name).cloned()))
+}
+
+async fn queue(svc: &Target<'_>, url: &str, key: &str) -> Result<String, String> {
+    let arn = queue_attribute(&svc.clients.sqs, url, QueueAttributeName::QueueArn, key).await?;
+    Ok(format!("reachable ({})", arn.unwrap_or_default()))
 }
 
 /// The queue's redrive `maxReceiveCount`, or None when the queue has no redrive policy.
@@ -126,21 +129,14 @@ pub async fn max_receive_count(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
 ) -> Result<Option<u32>, String> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-        .aws("sqs", "GetQueueAttributes")
-        .map_err(|e| format!("{e} — check queue.url and the sqs:GetQueueAttributes permission"))?;
-    let Some(policy) = out.attributes.and_then(|a| {
-        a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-            .cloned()
-    }) else {
-        return Ok(None);
-    };
-    parse_max_receive_count(&policy).map(Some)
+    let policy = queue_attribute(
+        sqs,
+        queue_url,
+        QueueAttributeName::RedrivePolicy,
+        "queue.url",
+    )
+    .await?;
+    policy.map(|p| parse_max_receive_count(&p)).transpose()
 }
 
 /// `maxReceiveCount` from a RedrivePolicy document (SQS gives it as a number or a string).
