@@ -143,7 +143,7 @@ impl Default for PassThrough {
 }
 
 /// Length of a complete gzip header at the start of `b`, `Ok(None)` if more bytes are needed.
-fn header_len(b: &[u8]) -> Result<Option<usize>, PassError> {
+pub(super) fn header_len(b: &[u8]) -> Result<Option<usize>, PassError> {
     if b.len() < 10 {
         return Ok(None);
     }

@@ -3,17 +3,24 @@
 //! upload. Memory is bounded by the part size and fixed codec buffers, whatever the export size.
 //!
 //! - `single`: one `<request_id>.csv|json` entry; the header line (CSV) comes from the
-//!   manifest's schema, since the parts are unloaded without HEADER. The parts are inflated
-//!   and compressed again into one DEFLATE stream.
+//!   manifest's schema, since the parts are unloaded without HEADER. The parts' DEFLATE
+//!   streams are joined into one without compressing anything again ([`join`]), every part
+//!   decoded and verified on the way.
 //! - `parts`: one entry per part, each gzip member's DEFLATE body copied as it is and verified
-//!   ([`deflate::PassThrough`]); a part with several members makes the whole archive fall back
-//!   to recompression.
+//!   ([`deflate::PassThrough`]).
+//!
+//! A part that cannot be passed through (several gzip members in `parts`; anything the
+//! joining decoder refuses in `single`) makes the archive be built again with recompression,
+//! where zlib decodes the parts and judges whether they are corrupt.
 //! - Zero rows (no manifest, or one without entries): one empty CSV, with its header when the
 //!   columns are known.
 
 pub mod deflate;
+pub mod inflate;
+pub mod join;
 mod limits;
 mod manifest;
+mod parts;
 pub mod sink;
 pub mod zip;
 
@@ -25,7 +32,7 @@ use crate::aws::{AwsError, AwsResultExt};
 use crate::config::ArchiveSettings;
 use crate::error::JobError;
 use crate::message::{Format, Layout, RequestId};
-use deflate::{Gunzip, PassError, PassThrough, Recompressor};
+use deflate::Recompressor;
 use limits::Budget;
 pub use manifest::manifest_part_keys;
 use manifest::{Manifest, csv_header};
@@ -59,7 +66,8 @@ enum Mode {
 
 enum BuildError {
     Job(JobError),
-    MultiMember,
+    /// A part cannot be passed through; the reason.
+    Fallback(String),
 }
 
 impl<E: Into<JobError>> From<E> for BuildError {
@@ -112,24 +120,18 @@ impl Archiver {
 
     async fn build_once(&self, plan: Plan<'_>) -> Result<Archived, JobError> {
         let manifest = self.read_manifest(plan.unload_prefix).await?;
-        let first = if plan.layout == Layout::Parts {
-            Mode::PassThrough
-        } else {
-            Mode::Recompress
-        };
-        match self.write(plan, manifest.as_ref(), first).await {
+        match self.write(plan, manifest.as_ref(), Mode::PassThrough).await {
             Ok(done) => Ok(done),
             Err(BuildError::Job(e)) => Err(e),
-            Err(BuildError::MultiMember) => {
+            Err(BuildError::Fallback(reason)) => {
                 tracing::warn!(
-                    "an unloaded part has several gzip members; rebuilding the archive with recompression"
+                    %reason,
+                    "a part cannot be passed through; building the archive again with recompression"
                 );
                 match self.write(plan, manifest.as_ref(), Mode::Recompress).await {
                     Ok(done) => Ok(done),
                     Err(BuildError::Job(e)) => Err(e),
-                    Err(BuildError::MultiMember) => Err(JobError::Archive(
-                        "multi-member part in recompression".into(),
-                    )),
+                    Err(BuildError::Fallback(reason)) => Err(JobError::Archive(reason)),
                 }
             }
         }
@@ -180,20 +182,38 @@ impl Archiver {
         let ext = plan.format.extension();
 
         if plan.layout == Layout::Single || entries.is_empty() {
+            let header = match plan.format {
+                Format::Csv if !columns.is_empty() => csv_header(&columns),
+                _ => String::new(),
+            };
             zip.start_entry(&format!("{}.{ext}", plan.request_id), &mut out);
-            let mut rec = Recompressor::new(self.settings.compression_level);
-            if plan.format == Format::Csv && !columns.is_empty() {
-                rec.write(csv_header(&columns).as_bytes())
-                    .map_err(archive_io)?;
-            }
-            for entry in entries {
-                let part = self.part_key(&entry.url, plan.unload_prefix)?;
-                self.inflate_part(part, &mut rec, &mut zip, &mut out, sink, &mut budget)
-                    .await?;
-            }
-            let (crc, csize, usize) = rec.finish_into(&mut scratch).map_err(archive_io)?;
-            zip.write(&scratch, &mut out);
-            scratch.clear();
+            let (crc, csize, usize) = match mode {
+                Mode::PassThrough => {
+                    self.join_parts(
+                        plan,
+                        header.as_bytes(),
+                        entries,
+                        &mut zip,
+                        &mut out,
+                        sink,
+                        &mut budget,
+                    )
+                    .await?
+                }
+                Mode::Recompress => {
+                    let mut rec = Recompressor::new(self.settings.compression_level);
+                    rec.write(header.as_bytes()).map_err(archive_io)?;
+                    for entry in entries {
+                        let part = self.part_key(&entry.url, plan.unload_prefix)?;
+                        self.inflate_part(part, &mut rec, &mut zip, &mut out, sink, &mut budget)
+                            .await?;
+                    }
+                    let (crc, csize, usize) = rec.finish_into(&mut scratch).map_err(archive_io)?;
+                    zip.write(&scratch, &mut out);
+                    scratch.clear();
+                    (crc, csize, usize)
+                }
+            };
             zip.finish_entry(crc, csize, usize, &mut out);
         } else {
             for entry in entries {
@@ -232,112 +252,6 @@ impl Archiver {
             0
         };
         Ok(records.saturating_sub(headers))
-    }
-
-    async fn get(&self, key: &str) -> Result<aws_sdk_s3::primitives::ByteStream, JobError> {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.upload_bucket)
-            .key(key)
-            .send()
-            .await
-            .aws("s3", "GetObject")?;
-        Ok(out.body)
-    }
-
-    async fn pass_through(
-        &self,
-        part: &str,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-        budget: &Budget,
-    ) -> Result<(u32, u64, u64), BuildError> {
-        let mut pass = PassThrough::default();
-        let mut raw = Vec::new();
-        let mut compressed = 0u64;
-        let mut body = self.get(part).await?;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
-            compressed += chunk.len() as u64;
-            match pass.feed(&chunk, &mut raw) {
-                Ok(()) => {}
-                Err(PassError::MultiMember) => return Err(BuildError::MultiMember),
-                Err(e) => return Err(corrupt(part, e).into()),
-            }
-            budget.check(part, compressed, pass.inflated())?;
-            zip.write(&raw, out);
-            raw.clear();
-            sink.write(out).await?;
-        }
-        pass.finish().map_err(|e| corrupt(part, e).into())
-    }
-
-    /// One part as an entry of its own, inflated and compressed again.
-    async fn recompress(
-        &self,
-        part: &str,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-        budget: &mut Budget,
-    ) -> Result<(u32, u64, u64), BuildError> {
-        let mut rec = Recompressor::new(self.settings.compression_level);
-        self.inflate_part(part, &mut rec, zip, out, sink, budget)
-            .await?;
-        let mut tail = Vec::new();
-        let sizes = rec.finish_into(&mut tail).map_err(archive_io)?;
-        zip.write(&tail, out);
-        Ok(sizes)
-    }
-
-    /// Streams one gzip part (any number of members) into `rec`, passing the compressed
-    /// output on to the zip and the sink as it comes.
-    async fn inflate_part(
-        &self,
-        part: &str,
-        rec: &mut Recompressor,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-        budget: &mut Budget,
-    ) -> Result<(), JobError> {
-        let mut gunzip = Gunzip::default();
-        let mut compressed = Vec::new();
-        let (mut read, mut inflated) = (0u64, 0u64);
-        let mut body = self.get(part).await?;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
-            read += chunk.len() as u64;
-            gunzip
-                .feed(&chunk, |plain| {
-                    inflated += plain.len() as u64;
-                    rec.write(plain)
-                })
-                .map_err(|e| corrupt(part, e))?;
-            budget.check(part, read, inflated)?;
-            rec.drain_into(&mut compressed);
-            zip.write(&compressed, out);
-            compressed.clear();
-            sink.write(out).await?;
-        }
-        gunzip
-            .finish(|plain| {
-                inflated += plain.len() as u64;
-                rec.write(plain)
-            })
-            .map_err(|e| corrupt(part, e))?;
-        budget.check(part, read, inflated)?;
-        // In the single layout parts share one entry; each counts towards the total here.
-        budget.add(inflated);
-        Ok(())
     }
 
     /// Deletes everything an attempt unloaded (best effort; the bucket's lifecycle rules are

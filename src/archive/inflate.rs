@@ -1,0 +1,590 @@
+//! A streaming DEFLATE decoder (RFC 1951) that knows where the stream's blocks are.
+//!
+//! zlib can stop at block boundaries (`Z_BLOCK`) but no safe Rust binding exposes that, and
+//! joining DEFLATE streams ([`super::join`]) needs exactly one fact a plain inflater hides: the
+//! bit that marks the final block, and the bit where the stream ends. This decoder produces
+//! the data (so the caller can verify CRC-32 and sizes) and, when asked, clears the final
+//! block's BFINAL bit in the caller's input buffer as it reads the block header.
+//!
+//! It is deliberately at least as strict as zlib: anything zlib would reject is an error here,
+//! and a few things zlib tolerates are errors too (a code-length code with no codes); the
+//! caller then falls back to zlib itself. Back-references must stay inside this stream's own
+//! data, which is what makes a stream safe to join after another one.
+
+use std::ops::ControlFlow;
+
+/// How far back a DEFLATE back-reference may reach.
+const WINDOW: usize = 32 * 1024;
+/// New data collected before it is handed to the caller (and the window slid).
+const CHUNK: usize = 256 * 1024;
+/// Longest match.
+const MAX_MATCH: usize = 258;
+/// Bits one length/distance pair needs at most: 15 + 5 + 15 + 13.
+const MAX_SEQUENCE_BITS: usize = 48;
+/// A dynamic block header is at most 3 + 14 + 19×3 + 320×14 bits; it is only decoded once
+/// this much input is available (or the input is complete).
+const MAX_HEADER_BYTES: usize = 600;
+
+/// Bits looked up at once in the literal/length and distance tables.
+const LIT_BITS: u32 = 10;
+const DIST_BITS: u32 = 9;
+/// Longest code: 15 bits.
+const MAX_CODE: u32 = 15;
+
+const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+const DIST_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+const DIST_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+/// Order in which the code-length code's lengths are stored.
+const CLEN_ORDER: [usize; 19] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+/// What is wrong with a DEFLATE stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid DEFLATE data: {0}")]
+pub struct InflateError(&'static str);
+
+/// Where a call to [`Inflate::run`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More input is needed; the input before `bit / 8` has been consumed.
+    NeedInput { bit: usize },
+    /// The final block ended at `bit` (the bits after it in that byte are padding).
+    Done { bit: usize },
+}
+
+/// A table entry: bits 0–7 the code's length, 8–11 extra bits, 12–15 the kind, 16–31 the value.
+type Entry = u32;
+const KIND_LITERAL: u32 = 0;
+const KIND_LENGTH: u32 = 1;
+const KIND_END: u32 = 2;
+const KIND_LINK: u32 = 3;
+const KIND_INVALID: u32 = 4;
+const KIND_DISTANCE: u32 = 5;
+
+const fn entry(len: u32, extra: u32, kind: u32, value: u32) -> Entry {
+    len | extra << 8 | kind << 12 | value << 16
+}
+fn len_of(e: Entry) -> usize {
+    (e & 0xff) as usize
+}
+fn extra_of(e: Entry) -> u32 {
+    (e >> 8) & 0xf
+}
+fn kind_of(e: Entry) -> u32 {
+    (e >> 12) & 0xf
+}
+fn value_of(e: Entry) -> usize {
+    (e >> 16) as usize
+}
+
+/// A canonical Huffman code as a two-level lookup table: `bits` bits first, then a subtable of
+/// `MAX_CODE - bits` bits for the longer codes.
+#[derive(Debug, Clone)]
+struct Table {
+    bits: u32,
+    entries: Vec<Entry>,
+}
+
+impl Table {
+    fn new(bits: u32) -> Table {
+        Table {
+            bits,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Builds the code for `lengths`, symbol `s` decoding to `meaning(s)` (kind, extra, value).
+    /// Incomplete codes are accepted only as zlib accepts them: one code of one bit, or none.
+    fn build(
+        &mut self,
+        lengths: &[u8],
+        meaning: impl Fn(usize) -> (u32, u32, u32),
+    ) -> Result<(), InflateError> {
+        let mut count = [0u32; 16];
+        for &l in lengths {
+            count[usize::from(l)] += 1;
+        }
+        count[0] = 0;
+        let mut left: i64 = 1;
+        for c in &count[1..] {
+            left = (left << 1) - i64::from(*c);
+            if left < 0 {
+                return Err(InflateError("over-subscribed Huffman code"));
+            }
+        }
+        let max = (1..16).rev().find(|&l| count[l] != 0).unwrap_or(0);
+        if left > 0 && max > 1 {
+            return Err(InflateError("incomplete Huffman code"));
+        }
+        let mut next = [0u32; 16];
+        let mut code = 0u32;
+        for l in 1..16 {
+            code = (code + count[l - 1]) << 1;
+            next[l] = code;
+        }
+        let primary = 1usize << self.bits;
+        let sub_bits = MAX_CODE - self.bits;
+        self.entries.clear();
+        self.entries.resize(primary, entry(0, 0, KIND_INVALID, 0));
+        for (symbol, &l) in lengths.iter().enumerate() {
+            if l == 0 {
+                continue;
+            }
+            let l = u32::from(l);
+            let reversed = reverse(next[l as usize], l);
+            next[l as usize] += 1;
+            let (kind, extra, value) = meaning(symbol);
+            let e = entry(l, extra, kind, value);
+            if l <= self.bits {
+                let mut i = reversed as usize;
+                while i < primary {
+                    self.entries[i] = e;
+                    i += 1 << l;
+                }
+                continue;
+            }
+            let low = (reversed & ((1 << self.bits) - 1)) as usize;
+            let link = self.entries[low];
+            let base = if kind_of(link) == KIND_LINK {
+                value_of(link)
+            } else {
+                let base = self.entries.len();
+                self.entries
+                    .resize(base + (1 << sub_bits), entry(0, 0, KIND_INVALID, 0));
+                self.entries[low] = entry(self.bits, 0, KIND_LINK, base as u32);
+                base
+            };
+            let mut i = (reversed >> self.bits) as usize;
+            while i < 1 << sub_bits {
+                self.entries[base + i] = e;
+                i += 1 << (l - self.bits);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry for the code at the start of `bits`.
+    #[inline(always)]
+    fn lookup(&self, bits: u64) -> Entry {
+        let e = self.entries[(bits & ((1 << self.bits) - 1)) as usize];
+        if kind_of(e) != KIND_LINK {
+            return e;
+        }
+        let sub = (bits >> self.bits) as usize & ((1 << (MAX_CODE - self.bits)) - 1);
+        self.entries[value_of(e) + sub]
+    }
+}
+
+fn reverse(code: u32, len: u32) -> u32 {
+    code.reverse_bits() >> (32 - len)
+}
+
+fn literal_meaning(symbol: usize) -> (u32, u32, u32) {
+    match symbol {
+        0..=255 => (KIND_LITERAL, 0, symbol as u32),
+        256 => (KIND_END, 0, 0),
+        257..=285 => (
+            KIND_LENGTH,
+            u32::from(LENGTH_EXTRA[symbol - 257]),
+            u32::from(LENGTH_BASE[symbol - 257]),
+        ),
+        _ => (KIND_INVALID, 0, 0),
+    }
+}
+
+fn distance_meaning(symbol: usize) -> (u32, u32, u32) {
+    match symbol {
+        0..=29 => (
+            KIND_DISTANCE,
+            u32::from(DIST_EXTRA[symbol]),
+            u32::from(DIST_BASE[symbol]),
+        ),
+        _ => (KIND_INVALID, 0, 0),
+    }
+}
+
+/// 64 bits of `input` from bit `pos` on (at least 57 meaningful), zeros past its end.
+#[inline(always)]
+fn peek(input: &[u8], pos: usize) -> u64 {
+    let p = pos >> 3;
+    let word = match input.get(p..).and_then(|s| s.first_chunk::<8>()) {
+        Some(w) => u64::from_le_bytes(*w),
+        None => {
+            let mut w = [0u8; 8];
+            let tail = input.get(p..).unwrap_or_default();
+            w[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(w)
+        }
+    };
+    word >> (pos & 7)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At a block header.
+    Header,
+    /// Inside a stored block, this many bytes to go.
+    Stored(usize),
+    /// Inside a Huffman-coded block.
+    Codes,
+    Done,
+}
+
+/// One DEFLATE stream being decoded. See the module documentation.
+pub struct Inflate {
+    state: State,
+    /// Whether the block being decoded is the final one.
+    final_block: bool,
+    clear_final: bool,
+    literals: Table,
+    distances: Table,
+    /// The last [`WINDOW`] bytes of data, then the data not yet handed out.
+    out: Vec<u8>,
+    /// End of the data in `out`.
+    end: usize,
+    /// Start of the data in `out` not yet handed out.
+    fresh: usize,
+    /// Data bytes produced by this stream.
+    total: u64,
+}
+
+impl Inflate {
+    /// A decoder; with `clear_final` it clears the final block's BFINAL bit in the input.
+    pub fn new(clear_final: bool) -> Inflate {
+        Inflate {
+            state: State::Header,
+            final_block: false,
+            clear_final,
+            literals: Table::new(LIT_BITS),
+            distances: Table::new(DIST_BITS),
+            out: vec![0; WINDOW + CHUNK + MAX_MATCH],
+            end: 0,
+            fresh: 0,
+            total: 0,
+        }
+    }
+
+    /// Decodes `input` from bit `bit` on, handing the data to `data` in pieces. With
+    /// `complete` the input holds everything that is left, so running out of it is an error.
+    /// On [`Progress::NeedInput`] call again with the unconsumed input (from byte `bit / 8`,
+    /// bit `bit % 8`) followed by more.
+    pub fn run(
+        &mut self,
+        input: &mut [u8],
+        mut bit: usize,
+        complete: bool,
+        data: &mut impl FnMut(&[u8]),
+    ) -> Result<Progress, InflateError> {
+        let avail = input.len() * 8;
+        let outcome = loop {
+            match self.state {
+                State::Done => break Ok(Progress::Done { bit }),
+                State::Header => {
+                    if !complete && avail < bit + MAX_HEADER_BYTES * 8 {
+                        break Ok(Progress::NeedInput { bit });
+                    }
+                    match self.header(input, bit) {
+                        Ok(next) => bit = next,
+                        Err(e) => break Err(e),
+                    }
+                }
+                State::Stored(left) => {
+                    let start = bit / 8;
+                    let take = left.min(input.len().saturating_sub(start));
+                    self.copy_stored(&input[start..start + take], data);
+                    bit += take * 8;
+                    if take < left {
+                        self.state = State::Stored(left - take);
+                        break Ok(Progress::NeedInput { bit });
+                    }
+                    self.state = self.after_block();
+                }
+                State::Codes => match self.codes(input, bit, complete, data) {
+                    Ok(ControlFlow::Continue(next)) => bit = next,
+                    Ok(ControlFlow::Break(next)) => break Ok(Progress::NeedInput { bit: next }),
+                    Err(e) => break Err(e),
+                },
+            }
+            if bit > avail {
+                break Err(InflateError("truncated stream"));
+            }
+        };
+        self.hand_out(data);
+        match outcome {
+            Ok(Progress::NeedInput { .. }) if complete => Err(InflateError("truncated stream")),
+            other => other,
+        }
+    }
+
+    /// Data bytes this stream has produced.
+    pub fn total_out(&self) -> u64 {
+        self.total
+    }
+
+    /// Forgets the stream so that another one can be decoded.
+    pub fn reset(&mut self) {
+        self.state = State::Header;
+        self.final_block = false;
+        self.end = 0;
+        self.fresh = 0;
+        self.total = 0;
+    }
+
+    fn after_block(&self) -> State {
+        if self.final_block {
+            State::Done
+        } else {
+            State::Header
+        }
+    }
+
+    /// Reads a block header at `bit`; returns the bit after it.
+    fn header(&mut self, input: &mut [u8], mut bit: usize) -> Result<usize, InflateError> {
+        let bits = peek(input, bit);
+        self.final_block = bits & 1 == 1;
+        if self.final_block
+            && self.clear_final
+            && let Some(byte) = input.get_mut(bit / 8)
+        {
+            *byte &= !(1u8 << (bit % 8));
+        }
+        let kind = (bits >> 1) & 3;
+        bit += 3;
+        match kind {
+            0 => {
+                let start = bit.div_ceil(8);
+                let Some(head) = input.get(start..start + 4) else {
+                    return Err(InflateError("truncated stored block header"));
+                };
+                let len = u16::from_le_bytes([head[0], head[1]]);
+                let nlen = u16::from_le_bytes([head[2], head[3]]);
+                if len != !nlen {
+                    return Err(InflateError(
+                        "stored block length does not match its complement",
+                    ));
+                }
+                self.state = State::Stored(usize::from(len));
+                Ok((start + 4) * 8)
+            }
+            1 => {
+                let mut lengths = [0u8; 288 + 32];
+                lengths[..144].fill(8);
+                lengths[144..256].fill(9);
+                lengths[256..280].fill(7);
+                lengths[280..288].fill(8);
+                lengths[288..].fill(5);
+                self.literals.build(&lengths[..288], literal_meaning)?;
+                self.distances.build(&lengths[288..], distance_meaning)?;
+                self.state = State::Codes;
+                Ok(bit)
+            }
+            2 => {
+                let bit = self.dynamic_header(input, bit)?;
+                self.state = State::Codes;
+                Ok(bit)
+            }
+            _ => Err(InflateError("invalid block type")),
+        }
+    }
+
+    /// Reads a dynamic block's code descriptions and builds its tables.
+    fn dynamic_header(&mut self, input: &[u8], mut bit: usize) -> Result<usize, InflateError> {
+        let bits = peek(input, bit);
+        let nlit = 257 + (bits & 0x1f) as usize;
+        let ndist = 1 + ((bits >> 5) & 0x1f) as usize;
+        let nclen = 4 + ((bits >> 10) & 0xf) as usize;
+        bit += 14;
+        if nlit > 286 || ndist > 30 {
+            return Err(InflateError("too many length or distance codes"));
+        }
+        let mut clen = [0u8; 19];
+        for &i in &CLEN_ORDER[..nclen] {
+            clen[i] = (peek(input, bit) & 7) as u8;
+            bit += 3;
+        }
+        let mut code_lengths = Table::new(7);
+        code_lengths.build(&clen, |s| (KIND_LITERAL, 0, s as u32))?;
+        // Codes of at most 7 bits fill every entry of a 7-bit table only when complete, and
+        // zlib accepts no incomplete code-length code.
+        if code_lengths
+            .entries
+            .iter()
+            .any(|e| kind_of(*e) == KIND_INVALID)
+        {
+            return Err(InflateError("incomplete code length code"));
+        }
+        let mut lengths = [0u8; 286 + 30];
+        let mut n = 0;
+        while n < nlit + ndist {
+            let bits = peek(input, bit);
+            let e = code_lengths.lookup(bits);
+            if kind_of(e) == KIND_INVALID {
+                return Err(InflateError("invalid code length code"));
+            }
+            bit += len_of(e);
+            let rest = bits >> len_of(e);
+            let (value, repeat, extra) = match value_of(e) {
+                l @ 0..=15 => (l as u8, 1, 0),
+                16 => {
+                    let Some(previous) = n.checked_sub(1).map(|p| lengths[p]) else {
+                        return Err(InflateError("repeat with no previous length"));
+                    };
+                    (previous, 3 + (rest & 3) as usize, 2)
+                }
+                17 => (0, 3 + (rest & 7) as usize, 3),
+                _ => (0, 11 + (rest & 0x7f) as usize, 7),
+            };
+            bit += extra;
+            if n + repeat > nlit + ndist {
+                return Err(InflateError("too many code lengths"));
+            }
+            lengths[n..n + repeat].fill(value);
+            n += repeat;
+        }
+        if lengths[256] == 0 {
+            return Err(InflateError("no end-of-block code"));
+        }
+        self.literals.build(&lengths[..nlit], literal_meaning)?;
+        self.distances
+            .build(&lengths[nlit..nlit + ndist], distance_meaning)?;
+        Ok(bit)
+    }
+
+    /// Decodes a Huffman-coded block. `Continue` with the bit after its end-of-block code,
+    /// `Break` at a symbol boundary when more input is needed.
+    #[inline(never)]
+    fn codes(
+        &mut self,
+        input: &[u8],
+        mut bit: usize,
+        complete: bool,
+        data: &mut impl FnMut(&[u8]),
+    ) -> Result<ControlFlow<usize, usize>, InflateError> {
+        let avail = input.len() * 8;
+        // Without `complete`, stop where a whole sequence (and the word read for it) might not
+        // be there any more.
+        let limit = if complete {
+            usize::MAX
+        } else {
+            avail.saturating_sub(MAX_SEQUENCE_BITS + 64)
+        };
+        loop {
+            if bit > limit || (limit == 0 && !complete) {
+                return Ok(ControlFlow::Break(bit));
+            }
+            if bit > avail {
+                return Err(InflateError("truncated stream"));
+            }
+            if self.end > WINDOW + CHUNK {
+                self.make_room(data);
+            }
+            let bits = peek(input, bit);
+            let e = self.literals.lookup(bits);
+            let used = len_of(e);
+            match kind_of(e) {
+                KIND_LITERAL => {
+                    self.out[self.end] = value_of(e) as u8;
+                    self.end += 1;
+                    self.total += 1;
+                    bit += used;
+                    // Literals come in runs: the word read holds the next code too (at least
+                    // 57 - 15 bits are left), and one more byte always fits.
+                    let next = self.literals.lookup(bits >> used);
+                    if kind_of(next) == KIND_LITERAL {
+                        self.out[self.end] = value_of(next) as u8;
+                        self.end += 1;
+                        self.total += 1;
+                        bit += len_of(next);
+                    }
+                }
+                KIND_LENGTH => {
+                    let extra = extra_of(e);
+                    let length = value_of(e) + ((bits >> used) & ((1 << extra) - 1)) as usize;
+                    let bits = bits >> (used + extra as usize);
+                    let d = self.distances.lookup(bits);
+                    if kind_of(d) != KIND_DISTANCE {
+                        return Err(InflateError("invalid distance code"));
+                    }
+                    let dextra = extra_of(d);
+                    let distance =
+                        value_of(d) + ((bits >> len_of(d)) & ((1 << dextra) - 1)) as usize;
+                    bit += used + extra as usize + len_of(d) + dextra as usize;
+                    if distance as u64 > self.total || distance > self.end {
+                        return Err(InflateError("distance too far back"));
+                    }
+                    self.copy_match(distance, length);
+                }
+                KIND_END => {
+                    self.state = self.after_block();
+                    return Ok(ControlFlow::Continue(bit + used));
+                }
+                _ => return Err(InflateError("invalid literal/length code")),
+            }
+        }
+    }
+
+    /// Appends `length` bytes copied from `distance` back (the source may overlap the copy).
+    #[inline(always)]
+    fn copy_match(&mut self, distance: usize, length: usize) {
+        let (mut from, mut to) = (self.end - distance, self.end);
+        let stop = to + length;
+        if distance == 1 {
+            let byte = self.out[from];
+            self.out[to..stop].fill(byte);
+        } else {
+            while to < stop {
+                let n = (stop - to).min(to - from);
+                self.out.copy_within(from..from + n, to);
+                from += n;
+                to += n;
+            }
+        }
+        self.end = stop;
+        self.total += length as u64;
+    }
+
+    fn copy_stored(&mut self, mut bytes: &[u8], data: &mut impl FnMut(&[u8])) {
+        while !bytes.is_empty() {
+            if self.end > WINDOW + CHUNK {
+                self.make_room(data);
+            }
+            let n = bytes.len().min(self.out.len() - self.end);
+            self.out[self.end..self.end + n].copy_from_slice(&bytes[..n]);
+            self.end += n;
+            self.total += n as u64;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Hands out the new data, then keeps only the window.
+    fn make_room(&mut self, data: &mut impl FnMut(&[u8])) {
+        self.hand_out(data);
+        self.out.copy_within(self.end - WINDOW..self.end, 0);
+        self.end = WINDOW;
+        self.fresh = WINDOW;
+    }
+
+    fn hand_out(&mut self, data: &mut impl FnMut(&[u8])) {
+        if self.end > self.fresh {
+            data(&self.out[self.fresh..self.end]);
+            self.fresh = self.end;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "inflate_tests.rs"]
+mod tests;
