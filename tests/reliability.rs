@@ -372,8 +372,9 @@ async fn failures_injected_in_front_of_moto_are_ridden_out() {
 async fn lost_responses_cost_no_redelivery() {
     // A good share of the responses of DynamoDB's transitions, claims and lease calls are
     // lost after the write was made (some by a cut connection), and most of S3's
-    // CompleteMultipartUpload: the worker must recognise its own writes instead of giving
-    // the request up until the message comes back.
+    // CompleteMultipartUpload and PutObject: the worker must recognise its own writes instead
+    // of giving the request up until the message comes back. Small archives go up with one
+    // PutObject; the `hashes` export is large enough for a multipart upload of 5 MiB parts.
     let dynamodb = testkit::FaultProxy::start_with(
         &var("AWS_ENDPOINT_URL"),
         testkit::Faults {
@@ -393,8 +394,8 @@ async fn lost_responses_cost_no_redelivery() {
         &var("AWS_ENDPOINT_URL"),
         testkit::Faults {
             lose: 0.9,
-            only: vec!["CompleteMultipartUpload".into()],
-            lose_first: vec!["CompleteMultipartUpload".into()],
+            only: vec!["CompleteMultipartUpload".into(), "PutObject".into()],
+            lose_first: vec!["CompleteMultipartUpload".into(), "PutObject".into()],
             ..testkit::Faults::default()
         },
     )
@@ -407,6 +408,7 @@ async fn lost_responses_cost_no_redelivery() {
         ),
         // A redelivery would show as a second receive of the same message.
         ("EXPORT_WORKER__WORKER__RETRY_DELAY_SECS", "1"),
+        ("EXPORT_WORKER__ARCHIVE__PART_SIZE_MIB", "5"),
     ];
     let (daemon, log) = Daemon::start_logged(&overrides).await;
     let admin = admin_address(&log).await;
@@ -428,6 +430,16 @@ async fn lost_responses_cost_no_redelivery() {
             last - first + 1,
         ));
     }
+    rids.push((
+        daemon
+            .request(
+                "hashes",
+                json!({"rows": 250_000}),
+                json!({"layout": "single"}),
+            )
+            .await,
+        250_000,
+    ));
     for (rid, rows) in &rids {
         let state = wait_terminal(rid, 120).await;
         assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
@@ -451,6 +463,7 @@ async fn lost_responses_cost_no_redelivery() {
         "TransactWriteItems",
         "UpdateItem",
         "CompleteMultipartUpload",
+        "PutObject",
     ] {
         assert!(
             lost.get(op).copied().unwrap_or(0) > 0,

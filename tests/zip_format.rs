@@ -1,12 +1,14 @@
 //! The hand-written ZIP records where ZIP64 is required: more than 65,535 entries (checked by
 //! `unzip -t` and Python's zipfile reading a real archive) and sizes of 4 GiB and more (checked
-//! record by record, since such an archive is too large to build in a test).
+//! record by record, and by a real `single` entry of 4.4 GB joined from two gzip parts that
+//! `unzip -t` and Python's zipfile read back byte for byte).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
+use redshift_export_worker::archive::join::{self, Joiner};
 use redshift_export_worker::archive::zip::ZipWriter;
 
 fn deflate(data: &[u8]) -> Vec<u8> {
@@ -124,4 +126,97 @@ fn sizes_of_4_gib_and_more_go_to_the_zip64_extra_field() {
     assert_eq!(u32_at(&out, 0), 0x0403_4b50);
     assert_eq!(u16_at(&out, 4), 45);
     assert_eq!((u32_at(&out, 18), u32_at(&out, 22)), (u32::MAX, u32::MAX));
+}
+
+/// The rows the 4 GiB test repeats; the Python check below builds the same bytes.
+fn pattern() -> Vec<u8> {
+    (0..1000)
+        .map(|i| format!("{i},row {i} of the pattern\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() {
+    const REPEATS: usize = 85_000; // per part: 2.2 GB, so both parts hold more than 4 GiB
+    let block = pattern();
+    let parts: Vec<Vec<u8>> = (0..2)
+        .map(|_| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for _ in 0..REPEATS {
+                e.write_all(&block).unwrap();
+            }
+            e.finish().unwrap()
+        })
+        .collect();
+    let header = b"id,text\n";
+    let path = std::env::temp_dir().join(format!("zip64-single-{}.zip", std::process::id()));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut zip = ZipWriter::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let (mut out, mut raw) = (Vec::new(), Vec::new());
+    zip.start_entry("export.csv", &mut out);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(header);
+    let mut compressed = join::stored(header, &mut raw);
+    let mut size = header.len() as u64;
+    for part in &parts {
+        let mut joiner = Joiner::default();
+        for chunk in part.chunks(1 << 20) {
+            joiner.feed(chunk, &mut raw).unwrap();
+            zip.write(&raw, &mut out);
+            raw.clear();
+            file.write_all(&out).unwrap();
+            out.clear();
+        }
+        let joined = joiner.finish(&mut raw).unwrap();
+        crc.combine(&joined.crc);
+        size += joined.size;
+        compressed += joined.compressed;
+    }
+    raw.extend_from_slice(&join::LAST_BLOCK);
+    zip.write(&raw, &mut out);
+    zip.finish_entry(crc.finalize(), compressed + 2, size, &mut out);
+    zip.finish(&mut out);
+    file.write_all(&out).unwrap();
+    file.flush().unwrap();
+    drop(file);
+    assert_eq!(size, (header.len() + 2 * REPEATS * block.len()) as u64);
+    assert!(size > 1 << 32);
+
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "unzip -t: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+    let python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             block = ''.join(f'{i},row {i} of the pattern\\n' for i in range(1000)).encode()\n\
+             z = zipfile.ZipFile(sys.argv[1]); info = z.infolist()[0]\n\
+             f = z.open(info); assert f.read(8) == b'id,text\\n'\n\
+             n = 0\n\
+             while chunk := f.read(len(block) * 40):\n\
+             \x20   assert chunk == block * (len(chunk) // len(block)), n\n\
+             \x20   n += len(chunk)\n\
+             print(info.file_size, n)",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        python.status.success(),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout).trim(),
+        format!("{size} {}", size - header.len() as u64)
+    );
 }

@@ -14,6 +14,8 @@ use std::io::Write;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::edits::{Edit, Edits};
+
 /// Plain data in, one DEFLATE stream out.
 pub struct Recompressor {
     encoder: flate2::write::DeflateEncoder<Vec<u8>>,
@@ -126,6 +128,7 @@ pub struct PassThrough {
     crc: crc32fast::Hasher,
     size: u64,
     compressed: u64,
+    header: u64,
 }
 
 impl Default for PassThrough {
@@ -138,6 +141,7 @@ impl Default for PassThrough {
             crc: crc32fast::Hasher::new(),
             size: 0,
             compressed: 0,
+            header: 0,
         }
     }
 }
@@ -208,6 +212,7 @@ impl PassThrough {
                         }
                         None => {}
                         Some(n) => {
+                            self.header = n as u64;
                             let rest = self.pending.split_off(n);
                             self.pending.clear();
                             self.stage = Stage::Body;
@@ -285,6 +290,21 @@ impl PassThrough {
             )));
         }
         Ok(())
+    }
+
+    /// How the file's bytes become the DEFLATE body passed through: header and trailer left
+    /// out (once the whole member was seen).
+    pub fn edits(&self) -> Edits {
+        let mut edits = Edits::default();
+        edits.push(Edit::Skip {
+            at: 0,
+            len: self.header,
+        });
+        edits.push(Edit::Skip {
+            at: self.header + self.compressed,
+            len: 8,
+        });
+        edits
     }
 
     /// Returns (crc, compressed size, uncompressed size) once the whole member was seen.

@@ -34,6 +34,13 @@ fn pass_through_copies_the_body_and_verifies_it_in_any_chunking() {
         for piece in gz.chunks(chunk) {
             p.feed(piece, &mut out).unwrap();
         }
+        let mut again = Vec::new();
+        let edits = p.edits();
+        let mut apply = edits.apply();
+        for piece in gz.chunks(chunk) {
+            apply.feed(piece, &mut again);
+        }
+        assert_eq!(again, out, "the recorded changes give the body");
         let (crc, csize, usize) = p.finish().unwrap();
         assert_eq!(crc, crc32fast::hash(&data));
         assert_eq!(usize, data.len() as u64);

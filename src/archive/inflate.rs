@@ -249,6 +249,8 @@ pub struct Inflate {
     /// Whether the block being decoded is the final one.
     final_block: bool,
     clear_final: bool,
+    /// Where the BFINAL bit was cleared, in the input of the last [`Inflate::run`].
+    cleared_at: Option<usize>,
     literals: Table,
     distances: Table,
     /// The last [`WINDOW`] bytes of data, then the data not yet handed out.
@@ -268,6 +270,7 @@ impl Inflate {
             state: State::Header,
             final_block: false,
             clear_final,
+            cleared_at: None,
             literals: Table::new(LIT_BITS),
             distances: Table::new(DIST_BITS),
             out: vec![0; WINDOW + CHUNK + MAX_MATCH],
@@ -329,6 +332,11 @@ impl Inflate {
         }
     }
 
+    /// The bit of the last [`Inflate::run`]'s input whose BFINAL it cleared, once.
+    pub fn take_cleared(&mut self) -> Option<usize> {
+        self.cleared_at.take()
+    }
+
     /// Data bytes this stream has produced.
     pub fn total_out(&self) -> u64 {
         self.total
@@ -338,6 +346,7 @@ impl Inflate {
     pub fn reset(&mut self) {
         self.state = State::Header;
         self.final_block = false;
+        self.cleared_at = None;
         self.end = 0;
         self.fresh = 0;
         self.total = 0;
@@ -360,6 +369,7 @@ impl Inflate {
             && let Some(byte) = input.get_mut(bit / 8)
         {
             *byte &= !(1u8 << (bit % 8));
+            self.cleared_at = Some(bit);
         }
         let kind = (bits >> 1) & 3;
         bit += 3;

@@ -10,6 +10,7 @@
 //! start (the decoder refuses them), so each member decodes the same inside the joined stream.
 
 use super::deflate::header_len;
+use super::edits::{Edit, Edits};
 use super::inflate::{Inflate, InflateError, Progress};
 
 /// Why a part cannot be joined (the caller compresses it again instead, or fails).
@@ -21,7 +22,8 @@ pub enum JoinError {
     Gzip(String),
 }
 
-/// A joined part: its data's CRC-32 (combinable) and sizes.
+/// A joined part: its data's CRC-32 (combinable) and sizes, and how its bytes became the
+/// DEFLATE bytes written.
 #[derive(Debug, Clone)]
 pub struct Joined {
     pub crc: crc32fast::Hasher,
@@ -29,6 +31,10 @@ pub struct Joined {
     pub size: u64,
     /// DEFLATE bytes written for it.
     pub compressed: u64,
+    /// The part's bytes with these changes are the DEFLATE bytes written.
+    pub edits: Edits,
+    /// The part's length.
+    pub length: u64,
 }
 
 enum Stage {
@@ -54,6 +60,9 @@ pub struct Joiner {
     /// Input not yet consumed; the next bit to decode is `bit` of it.
     pending: Vec<u8>,
     bit: usize,
+    /// Offset in the part of `pending[0]`.
+    offset: u64,
+    edits: Edits,
     inflate: Inflate,
     member: crc32fast::Hasher,
     crc: crc32fast::Hasher,
@@ -68,6 +77,8 @@ impl Default for Joiner {
             stage: Stage::Header,
             pending: Vec::new(),
             bit: 0,
+            offset: 0,
+            edits: Edits::default(),
             inflate: Inflate::new(true),
             member: crc32fast::Hasher::new(),
             crc: crc32fast::Hasher::new(),
@@ -98,6 +109,8 @@ impl Joiner {
                 crc: self.crc,
                 size: self.size,
                 compressed: self.compressed,
+                edits: self.edits,
+                length: self.offset,
             }),
             _ => Err(JoinError::Gzip("the gzip data is truncated".into())),
         }
@@ -113,7 +126,7 @@ impl Joiner {
                         }
                         None => return Ok(()),
                         Some(n) => {
-                            self.pending.drain(..n);
+                            self.skip(n);
                             self.bit = 0;
                             self.inflate.reset();
                             self.member = crc32fast::Hasher::new();
@@ -144,7 +157,7 @@ impl Joiner {
                             self.inflate.total_out()
                         )));
                     }
-                    self.pending.drain(..8);
+                    self.skip(8);
                     self.crc.combine(&self.member);
                     self.members += 1;
                     self.stage = Stage::Between;
@@ -168,6 +181,12 @@ impl Joiner {
                 member.update(data);
                 *size += data.len() as u64;
             })?;
+        if let Some(bit) = self.inflate.take_cleared() {
+            self.edits.push(Edit::Mask {
+                at: self.offset + (bit / 8) as u64,
+                mask: !(1u8 << (bit % 8)),
+            });
+        }
         match progress {
             Progress::NeedInput { bit } => {
                 let whole = bit / 8;
@@ -182,13 +201,25 @@ impl Joiner {
                 if used > 0 {
                     // The stream's last bits, the padding after them cleared: the empty stored
                     // block's three header bits go there when they fit.
-                    out.push(self.pending[0] & ((1u8 << used) - 1));
+                    let mask = (1u8 << used) - 1;
+                    out.push(self.pending[0] & mask);
+                    self.edits.push(Edit::Mask {
+                        at: self.offset,
+                        mask,
+                    });
                     self.pending.drain(..1);
+                    self.offset += 1;
                 }
+                let mut align = Vec::with_capacity(5);
                 if used == 0 || used > 5 {
-                    out.push(0);
+                    align.push(0);
                 }
-                out.extend_from_slice(&ALIGN);
+                align.extend_from_slice(&ALIGN);
+                out.extend_from_slice(&align);
+                self.edits.push(Edit::Insert {
+                    at: self.offset,
+                    bytes: align,
+                });
                 self.compressed += (out.len() - before) as u64;
                 self.stage = Stage::Trailer;
                 Ok(true)
@@ -199,7 +230,18 @@ impl Joiner {
     fn emit(&mut self, n: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.pending[..n]);
         self.pending.drain(..n);
+        self.offset += n as u64;
         self.compressed += n as u64;
+    }
+
+    /// Leaves out `n` bytes (a gzip header or trailer).
+    fn skip(&mut self, n: usize) {
+        self.pending.drain(..n);
+        self.edits.push(Edit::Skip {
+            at: self.offset,
+            len: n as u64,
+        });
+        self.offset += n as u64;
     }
 }
 

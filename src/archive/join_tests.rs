@@ -31,6 +31,19 @@ fn join(header: &[u8], parts: &[Vec<u8>], chunk: usize) -> Result<(Vec<u8>, u32,
             joiner.feed(piece, &mut out)?;
         }
         let joined = joiner.finish(&mut out)?;
+        // The part with the recorded changes is what was written.
+        let mut again = Vec::new();
+        let mut apply = joined.edits.apply();
+        for piece in part.chunks(chunk) {
+            apply.feed(piece, &mut again);
+        }
+        apply.finish(&mut again);
+        assert_eq!(joined.length, part.len() as u64);
+        assert_eq!(again.len() as u64, joined.compressed);
+        assert!(
+            again[..] == out[out.len() - again.len()..],
+            "the changes reproduce the part's data"
+        );
         crc.combine(&joined.crc);
         size += joined.size;
         compressed += joined.compressed;
@@ -147,7 +160,12 @@ fn large_parts_join_into_their_concatenation() {
         let (stream, crc, size) = join(b"", &parts, chunk).unwrap();
         let back = zlib_inflate(&stream);
         let first = back.iter().zip(&all).position(|(a, b)| a != b);
-        assert!(back == all, "chunk {chunk}: {} vs {} first diff {first:?}", back.len(), all.len());
+        assert!(
+            back == all,
+            "chunk {chunk}: {} vs {} first diff {first:?}",
+            back.len(),
+            all.len()
+        );
         assert_eq!(crc, crc32fast::hash(&all));
         assert_eq!(size, all.len() as u64);
     }

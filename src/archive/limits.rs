@@ -6,7 +6,7 @@
 use crate::error::JobError;
 
 /// The running count of one export against its caps.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Budget {
     max_bytes: u64,
     max_ratio: u64,

@@ -16,6 +16,7 @@
 //!   columns are known.
 
 pub mod deflate;
+pub mod edits;
 pub mod inflate;
 pub mod join;
 mod limits;
@@ -24,9 +25,11 @@ mod parts;
 pub mod sink;
 pub mod zip;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
+use tokio::sync::Semaphore;
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::config::ArchiveSettings;
@@ -81,14 +84,23 @@ pub struct Archiver {
     s3: Client,
     settings: ArchiveSettings,
     upload_bucket: String,
+    /// Parts being decoded at once, in every archive of the process.
+    decoders: Arc<Semaphore>,
+    decode_threads: usize,
 }
 
 impl Archiver {
     pub fn new(s3: Client, settings: ArchiveSettings, upload_bucket: String) -> Self {
+        let threads = match settings.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n as usize,
+        };
         Archiver {
             s3,
             settings,
             upload_bucket,
+            decoders: Arc::new(Semaphore::new(threads)),
+            decode_threads: threads,
         }
     }
 
@@ -146,7 +158,7 @@ impl Archiver {
         let key = self.archive_key(plan.request_id);
         let filename = format!("{}.zip", plan.request_id);
         let mut sink =
-            MultipartSink::start(self.s3.clone(), &self.settings, key.clone(), &filename).await?;
+            MultipartSink::start(self.s3.clone(), &self.settings, key.clone(), &filename);
         match self.write_entries(plan, manifest, mode, &mut sink).await {
             Ok(rows) => {
                 let bytes = sink.finish().await?;
@@ -215,26 +227,19 @@ impl Archiver {
                 }
             };
             zip.finish_entry(crc, csize, usize, &mut out);
+        } else if mode == Mode::PassThrough {
+            self.pass_through_parts(plan, entries, &mut zip, &mut out, sink, &mut budget)
+                .await?;
         } else {
             for entry in entries {
                 let part = self.part_key(&entry.url, plan.unload_prefix)?;
                 let base = part.rsplit('/').next().unwrap_or(part);
                 let base = base.strip_suffix(".gz").unwrap_or(base);
                 zip.start_entry(&format!("{base}.{ext}"), &mut out);
-                let (crc, csize, usize) = match mode {
-                    Mode::PassThrough => {
-                        let sizes = self
-                            .pass_through(part, &mut zip, &mut out, sink, &budget)
-                            .await?;
-                        budget.add(sizes.2);
-                        sizes
-                    }
-                    // Counted part by part inside.
-                    Mode::Recompress => {
-                        self.recompress(part, &mut zip, &mut out, sink, &mut budget)
-                            .await?
-                    }
-                };
+                // Counted part by part inside.
+                let (crc, csize, usize) = self
+                    .recompress(part, &mut zip, &mut out, sink, &mut budget)
+                    .await?;
                 zip.finish_entry(crc, csize, usize, &mut out);
             }
         }

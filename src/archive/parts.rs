@@ -1,24 +1,58 @@
-//! Streaming the unloaded parts from the upload bucket into zip entries: passed through,
-//! joined, or inflated and compressed again. Each part is checked against the export's
-//! [`Budget`] as it streams.
+//! Streaming the unloaded parts from the upload bucket into zip entries.
+//!
+//! Passed through (`parts`) or joined (`single`), a part is read twice: first decoded and
+//! verified, which records how its bytes become the entry's DEFLATE bytes ([`Edits`]), then
+//! read again (with `If-Match` on its ETag, so it is the same object) and changed without
+//! decoding while the entry is written. The decoding of several parts runs at once on the
+//! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
+//! writing, which takes the parts in manifest order. Memory per part being decoded is one
+//! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole. A
+//! single large part is decoded by one thread; many parts use every core.
+//!
+//! Recompression (the fallback) reads each part once, inflating and compressing in order.
 
+use std::sync::Arc;
+
+use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
+use tokio::sync::Semaphore;
+use tokio_util::task::JoinQueue;
 
 use super::deflate::{Gunzip, PassError, PassThrough, Recompressor};
+use super::edits::Edits;
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
 use super::sink::MultipartSink;
 use super::zip::ZipWriter;
 use super::{Archiver, BuildError, Plan, archive_io, corrupt, stream_error};
-use crate::aws::AwsResultExt;
+use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
 
+/// Input handed to a decoder at once (S3's chunks are much smaller).
+const BATCH: usize = 256 * 1024;
+
+/// What decoding a part found.
+struct Planned {
+    key: String,
+    etag: Option<String>,
+    edits: Edits,
+    crc: u32,
+    /// Data bytes.
+    size: u64,
+    /// DEFLATE bytes the edits give.
+    compressed: u64,
+    /// The part's bytes.
+    length: u64,
+}
+
 /// What turns a part's gzip bytes into an entry's DEFLATE bytes, verifying them.
-trait Codec {
+trait Codec: Send + 'static {
     fn feed(&mut self, part: &str, chunk: &[u8], raw: &mut Vec<u8>) -> Result<(), BuildError>;
     /// Data bytes decoded so far.
     fn inflated(&self) -> u64;
+    /// Ends the part: (edits, crc, size, compressed size).
+    fn done(self, part: &str, raw: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError>;
 }
 
 impl Codec for PassThrough {
@@ -35,6 +69,12 @@ impl Codec for PassThrough {
     fn inflated(&self) -> u64 {
         PassThrough::inflated(self)
     }
+
+    fn done(self, part: &str, _: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError> {
+        let edits = self.edits();
+        let (crc, compressed, size) = self.finish().map_err(|e| corrupt(part, e))?;
+        Ok((edits, crc, size, compressed))
+    }
 }
 
 impl Codec for Joiner {
@@ -45,65 +85,210 @@ impl Codec for Joiner {
     fn inflated(&self) -> u64 {
         Joiner::inflated(self)
     }
+
+    fn done(self, part: &str, raw: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError> {
+        let j = self.finish(raw).map_err(|e| refused(part, e))?;
+        Ok((j.edits, j.crc.finalize(), j.size, j.compressed))
+    }
 }
 
 fn refused(part: &str, e: JoinError) -> BuildError {
     BuildError::Fallback(format!("{part}: {e}"))
 }
 
-impl Archiver {
-    async fn get(&self, key: &str) -> Result<ByteStream, JobError> {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.upload_bucket)
-            .key(key)
-            .send()
+/// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
+/// each batch.
+async fn plan<C: Codec>(
+    s3: Client,
+    bucket: String,
+    key: String,
+    mut codec: C,
+    budget: Budget,
+    permits: Arc<Semaphore>,
+) -> Result<Planned, BuildError> {
+    let out = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .aws("s3", "GetObject")?;
+    let etag = out.e_tag;
+    let mut body = out.body;
+    let (mut batch, mut raw) = (Vec::with_capacity(BATCH), Vec::new());
+    let mut read = 0u64;
+    let mut more = true;
+    while more {
+        match body
+            .try_next()
             .await
-            .aws("s3", "GetObject")?;
-        Ok(out.body)
+            .map_err(|e| stream_error("GetObject", e))?
+        {
+            Some(chunk) => {
+                batch.extend_from_slice(&chunk);
+                if batch.len() < BATCH {
+                    continue;
+                }
+            }
+            None => more = false,
+        }
+        read += batch.len() as u64;
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| JobError::Archive(e.to_string()))?;
+        let name = key.clone();
+        let (c, b, r, fed) = tokio::task::spawn_blocking(move || {
+            let fed = codec.feed(&name, &batch, &mut raw);
+            batch.clear();
+            raw.clear();
+            drop(permit);
+            (codec, batch, raw, fed)
+        })
+        .await
+        .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?;
+        (codec, batch, raw) = (c, b, r);
+        fed?;
+        budget.check(&key, read, codec.inflated())?;
+    }
+    let (edits, crc, size, compressed) = codec.done(&key, &mut raw)?;
+    Ok(Planned {
+        etag,
+        edits,
+        crc,
+        size,
+        compressed,
+        length: read,
+        key,
+    })
+}
+
+/// Parts being decoded ahead of the writer, handed out in manifest order.
+struct Ahead<C> {
+    keys: std::vec::IntoIter<String>,
+    queue: JoinQueue<Result<Planned, BuildError>>,
+    make: fn() -> C,
+}
+
+impl<C: Codec> Ahead<C> {
+    fn new(archiver: &Archiver, keys: Vec<String>, budget: &Budget, make: fn() -> C) -> Self {
+        let mut ahead = Ahead {
+            keys: keys.into_iter(),
+            queue: JoinQueue::new(),
+            make,
+        };
+        // One more than can decode at once, so a permit never waits for a GET to start.
+        for _ in 0..=archiver.decode_threads {
+            ahead.spawn(archiver, budget);
+        }
+        ahead
     }
 
-    /// Streams one part through `codec` into the current entry.
-    async fn stream(
+    fn spawn(&mut self, archiver: &Archiver, budget: &Budget) {
+        if let Some(key) = self.keys.next() {
+            self.queue.spawn(plan(
+                archiver.s3.clone(),
+                archiver.upload_bucket.clone(),
+                key,
+                (self.make)(),
+                budget.clone(),
+                archiver.decoders.clone(),
+            ));
+        }
+    }
+
+    async fn next(&mut self, archiver: &Archiver, budget: &Budget) -> Result<Planned, BuildError> {
+        let planned = match self.queue.join_next().await {
+            Some(Ok(planned)) => planned?,
+            Some(Err(e)) => {
+                return Err(JobError::Archive(format!("a part's decoding ended: {e}")).into());
+            }
+            None => return Err(JobError::Archive("no part left to decode".into()).into()),
+        };
+        self.spawn(archiver, budget);
+        Ok(planned)
+    }
+}
+
+impl Archiver {
+    /// The keys of the manifest's parts, each checked to be under the attempt's prefix.
+    fn keys(&self, plan: Plan<'_>, entries: &[ManifestEntry]) -> Result<Vec<String>, JobError> {
+        entries
+            .iter()
+            .map(|e| Ok(self.part_key(&e.url, plan.unload_prefix)?.to_string()))
+            .collect()
+    }
+
+    /// Reads a decoded part again and writes its bytes, changed as recorded, to the entry.
+    async fn copy(
         &self,
-        part: &str,
-        codec: &mut impl Codec,
+        planned: &Planned,
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
-        budget: &Budget,
     ) -> Result<(), BuildError> {
+        let req = self
+            .s3
+            .get_object()
+            .bucket(&self.upload_bucket)
+            .key(&planned.key)
+            .set_if_match(planned.etag.clone());
+        let mut body: ByteStream = req.send().await.aws("s3", "GetObject")?.body;
+        let mut apply = planned.edits.apply();
         let mut raw = Vec::new();
-        let mut compressed = 0u64;
-        let mut body = self.get(part).await?;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| stream_error("GetObject", e))?
         {
-            compressed += chunk.len() as u64;
-            codec.feed(part, &chunk, &mut raw)?;
-            budget.check(part, compressed, codec.inflated())?;
+            apply.feed(&chunk, &mut raw);
             zip.write(&raw, out);
             raw.clear();
             sink.write(out).await?;
         }
+        apply.finish(&mut raw);
+        zip.write(&raw, out);
+        if apply.offset() != planned.length {
+            return Err(AwsError::unanswered(
+                "s3",
+                "GetObject",
+                format!(
+                    "{} was {} bytes when decoded and {} when read again",
+                    planned.key,
+                    planned.length,
+                    apply.offset()
+                ),
+            )
+            .into());
+        }
         Ok(())
     }
 
-    /// One part as an entry of its own, its DEFLATE body copied.
-    pub(super) async fn pass_through(
+    /// One entry per part, each part's DEFLATE body passed through.
+    pub(super) async fn pass_through_parts(
         &self,
-        part: &str,
+        plan: Plan<'_>,
+        entries: &[ManifestEntry],
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
-        budget: &Budget,
-    ) -> Result<(u32, u64, u64), BuildError> {
-        let mut pass = PassThrough::default();
-        self.stream(part, &mut pass, zip, out, sink, budget).await?;
-        pass.finish().map_err(|e| corrupt(part, e).into())
+        budget: &mut Budget,
+    ) -> Result<(), BuildError> {
+        let keys = self.keys(plan, entries)?;
+        let count = keys.len();
+        let mut ahead = Ahead::new(self, keys, budget, PassThrough::default);
+        for _ in 0..count {
+            let planned = ahead.next(self, budget).await?;
+            budget.check(&planned.key, planned.length, planned.size)?;
+            budget.add(planned.size);
+            let base = planned.key.rsplit('/').next().unwrap_or(&planned.key);
+            let base = base.strip_suffix(".gz").unwrap_or(base);
+            zip.start_entry(&format!("{base}.{}", plan.format.extension()), out);
+            self.copy(&planned, zip, out, sink).await?;
+            zip.finish_entry(planned.crc, planned.compressed, planned.size, out);
+        }
+        Ok(())
     }
 
     /// The `single` entry: `header` as stored blocks, then every part's DEFLATE data joined,
@@ -129,23 +314,37 @@ impl Archiver {
         zip.write(&raw, out);
         raw.clear();
         let mut size = header.len() as u64;
-        for entry in entries {
-            let part = self.part_key(&entry.url, plan.unload_prefix)?;
-            let mut joiner = Joiner::default();
-            self.stream(part, &mut joiner, zip, out, sink, budget)
-                .await?;
-            let joined = joiner.finish(&mut raw).map_err(|e| refused(part, e))?;
-            budget.add(joined.size);
-            crc.combine(&joined.crc);
-            size += joined.size;
-            compressed += joined.compressed;
-            zip.write(&raw, out);
-            raw.clear();
+        let keys = self.keys(plan, entries)?;
+        let count = keys.len();
+        let mut ahead = Ahead::new(self, keys, budget, Joiner::default);
+        for _ in 0..count {
+            let planned = ahead.next(self, budget).await?;
+            budget.check(&planned.key, planned.length, planned.size)?;
+            budget.add(planned.size);
+            self.copy(&planned, zip, out, sink).await?;
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                planned.crc,
+                planned.size,
+            ));
+            size += planned.size;
+            compressed += planned.compressed;
         }
         raw.extend_from_slice(&join::LAST_BLOCK);
         compressed += join::LAST_BLOCK.len() as u64;
         zip.write(&raw, out);
         Ok((crc.finalize(), compressed, size))
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream, JobError> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.upload_bucket)
+            .key(key)
+            .send()
+            .await
+            .aws("s3", "GetObject")?;
+        Ok(out.body)
     }
 
     /// One part as an entry of its own, inflated and compressed again.

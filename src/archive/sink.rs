@@ -1,6 +1,9 @@
-//! Writing the archive object by S3 multipart upload with bounded memory: one part filling,
-//! at most one uploading. The part size grows with the archive ([`part_size`]), so an archive
-//! never runs out of S3's 10,000 parts before it reaches [`capacity`].
+//! Writing the archive object with bounded memory. An archive smaller than one part goes up
+//! with one PutObject; a larger one by multipart upload, one part filling while up to
+//! `archive.uploads_in_flight` upload. The part size grows with the archive ([`part_size`]), so
+//! an archive never runs out of S3's 10,000 parts before it reaches [`capacity`].
+
+use std::collections::VecDeque;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -39,64 +42,72 @@ pub fn capacity(base: u64) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// A multipart upload in progress.
+/// Sets the archive's content type, disposition and encryption on a PutObject or
+/// CreateMultipartUpload request builder (two types with the same setters).
+macro_rules! object_attributes {
+    ($req:expr, $sink:expr) => {{
+        let req = $req
+            .bucket(&$sink.bucket)
+            .key(&$sink.key)
+            .content_type("application/zip")
+            .content_disposition(format!("attachment; filename=\"{}\"", $sink.filename));
+        match $sink.encryption {
+            ServerSideEncryption::None => req,
+            ServerSideEncryption::Aes256 => req.server_side_encryption(Sse::Aes256),
+            ServerSideEncryption::Kms => req
+                .server_side_encryption(Sse::AwsKms)
+                .set_ssekms_key_id($sink.kms_key_id.clone()),
+        }
+    }};
+}
+
+/// The archive object being written.
 pub struct MultipartSink {
     client: Client,
     bucket: String,
     key: String,
-    upload_id: String,
+    filename: String,
+    encryption: ServerSideEncryption,
+    kms_key_id: Option<String>,
+    /// Set once the first part is full and a multipart upload was started.
+    upload_id: Option<String>,
     /// The first parts' size; later parts grow ([`part_size`]).
     base_part_size: u64,
     /// The size of the part being filled.
     part_size: usize,
     buffer: Vec<u8>,
-    in_flight: Option<PartUpload>,
+    in_flight: VecDeque<PartUpload>,
+    max_in_flight: usize,
     parts: Vec<CompletedPart>,
     written: u64,
 }
 
 impl MultipartSink {
-    /// Starts the upload with the archive's content type, disposition and encryption.
-    pub async fn start(
-        client: Client,
-        settings: &ArchiveSettings,
-        key: String,
-        filename: &str,
-    ) -> Result<Self, AwsError> {
-        let mut req = client
-            .create_multipart_upload()
-            .bucket(&settings.bucket)
-            .key(&key)
-            .content_type("application/zip")
-            .content_disposition(format!("attachment; filename=\"{filename}\""));
-        req = match settings.server_side_encryption {
-            ServerSideEncryption::None => req,
-            ServerSideEncryption::Aes256 => req.server_side_encryption(Sse::Aes256),
-            ServerSideEncryption::Kms => req
-                .server_side_encryption(Sse::AwsKms)
-                .set_ssekms_key_id(settings.kms_key_id.clone()),
-        };
-        let out = req.send().await.aws("s3", "CreateMultipartUpload")?;
-        let upload_id = out.upload_id.unwrap_or_default();
+    /// An archive object under `key`; nothing is sent until a part is full or it finishes.
+    pub fn start(client: Client, settings: &ArchiveSettings, key: String, filename: &str) -> Self {
         let base_part_size = u64::from(settings.part_size_mib) * MIB;
         let part_size = usize::try_from(base_part_size).unwrap_or(usize::MAX);
-        Ok(MultipartSink {
+        MultipartSink {
             client,
             bucket: settings.bucket.clone(),
             key,
-            upload_id,
+            filename: filename.to_string(),
+            encryption: settings.server_side_encryption,
+            kms_key_id: settings.kms_key_id.clone(),
+            upload_id: None,
             base_part_size,
             part_size,
             buffer: Vec::with_capacity(part_size),
-            in_flight: None,
+            in_flight: VecDeque::new(),
+            max_in_flight: settings.uploads_in_flight.max(1) as usize,
             parts: Vec::new(),
             written: 0,
-        })
+        }
     }
 
     /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill. The
     /// buffer never grows past one part, and each upload gets an allocation of exactly one
-    /// part, so memory stays at about three parts of the current size.
+    /// part, so memory stays at about `uploads_in_flight + 1` parts of the current size.
     pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), JobError> {
         self.written += data.len() as u64;
         let mut input = data.as_slice();
@@ -114,8 +125,9 @@ impl MultipartSink {
         Ok(())
     }
 
-    async fn wait_in_flight(&mut self) -> Result<(), AwsError> {
-        if let Some(task) = self.in_flight.take() {
+    /// Waits for the oldest upload in flight.
+    async fn wait_one(&mut self) -> Result<(), AwsError> {
+        if let Some(task) = self.in_flight.pop_front() {
             let part = task.await.map_err(|e| {
                 AwsError::unanswered("s3", "UploadPart", format!("the upload task ended: {e}"))
             })??;
@@ -124,9 +136,25 @@ impl MultipartSink {
         Ok(())
     }
 
+    async fn upload_id(&mut self) -> Result<String, AwsError> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let out = object_attributes!(self.client.create_multipart_upload(), self)
+            .send()
+            .await
+            .aws("s3", "CreateMultipartUpload")?;
+        let id = out.upload_id.unwrap_or_default();
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
     async fn upload(&mut self, body: Vec<u8>) -> Result<(), JobError> {
-        self.wait_in_flight().await?;
-        let number = self.parts.len() as u64 + 1;
+        let upload_id = self.upload_id().await?;
+        while self.in_flight.len() >= self.max_in_flight {
+            self.wait_one().await?;
+        }
+        let number = (self.parts.len() + self.in_flight.len()) as u64 + 1;
         if number > MAX_PARTS {
             // Unreachable within archive.max_uncompressed_bytes, which validation holds below
             // the schedule's capacity; refused rather than failed by S3 at completion.
@@ -146,10 +174,10 @@ impl MultipartSink {
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
+            .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(body));
-        self.in_flight = Some(tokio::spawn(async move {
+        self.in_flight.push_back(tokio::spawn(async move {
             let out = req.send().await.aws("s3", "UploadPart")?;
             Ok(CompletedPart::builder()
                 .part_number(number)
@@ -159,19 +187,25 @@ impl MultipartSink {
         Ok(())
     }
 
-    /// Uploads what is left and completes the object; returns its size.
+    /// Uploads what is left and completes the object; returns its size. An archive that never
+    /// filled a part goes up in one PutObject (idempotent: a retry writes the same bytes).
     pub async fn finish(mut self) -> Result<u64, JobError> {
         let last = std::mem::take(&mut self.buffer);
-        if !last.is_empty() || self.parts.is_empty() && self.in_flight.is_none() {
+        let Some(upload_id) = self.upload_id.clone() else {
+            return self.put(last).await;
+        };
+        if !last.is_empty() {
             self.upload(last).await?;
         }
-        self.wait_in_flight().await?;
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
         let completed = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
+            .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(self.parts.clone()))
@@ -192,12 +226,37 @@ impl MultipartSink {
         }
     }
 
+    /// The whole archive in one PutObject. A retry after a lost response writes the same
+    /// bytes again; when every try's response is lost, the object is recognised by size and
+    /// ETag (the MD5 of the body, for objects not encrypted with KMS).
+    async fn put(self, body: Vec<u8>) -> Result<u64, JobError> {
+        let md5 = md5_hex(&body);
+        let put = object_attributes!(self.client.put_object(), self)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .aws("s3", "PutObject");
+        match put {
+            Ok(_) => Ok(self.written),
+            Err(e) if self.is_there(&md5).await => {
+                tracing::info!(archive_key = %self.key, error = %e, "the archive had been written; the response was lost");
+                Ok(self.written)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the object under the key is exactly this upload: the same size and the ETag
     /// S3 gives a multipart object (MD5 of the parts' MD5s, then `-` and the part count).
     async fn completed_already(&self) -> bool {
-        let Some(expected) = multipart_etag(&self.parts) else {
-            return false;
-        };
+        match multipart_etag(&self.parts) {
+            Some(expected) => self.is_there(&expected).await,
+            None => false,
+        }
+    }
+
+    /// Whether the object under the key has this archive's size and `etag`.
+    async fn is_there(&self, etag: &str) -> bool {
         let head = self
             .client
             .head_object()
@@ -208,21 +267,24 @@ impl MultipartSink {
             .aws("s3", "HeadObject");
         head.is_ok_and(|h| {
             h.content_length() == i64::try_from(self.written).ok()
-                && h.e_tag().map(|t| t.trim_matches('"')) == Some(expected.as_str())
+                && h.e_tag().map(|t| t.trim_matches('"')) == Some(etag)
         })
     }
 
-    /// Abandons the upload and frees its parts.
+    /// Abandons the upload and frees its parts (nothing to do before a part was full).
     pub async fn abort(mut self) {
-        if let Some(task) = self.in_flight.take() {
+        for task in self.in_flight.drain(..) {
             let _ = task.await;
         }
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
         let result = self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&self.upload_id)
+            .upload_id(upload_id)
             .send()
             .await
             .aws("s3", "AbortMultipartUpload");
@@ -235,7 +297,6 @@ impl MultipartSink {
 /// The ETag S3 gives an object completed from `parts`, or None when a part's ETag is not a
 /// plain MD5 (e.g. with SSE-KMS, where ETags are not MD5s and the check cannot be made).
 fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
-    use md5::Digest;
     let mut md5s = Vec::with_capacity(parts.len() * 16);
     for part in parts {
         let hex = part.e_tag()?.trim_matches('"');
@@ -246,9 +307,16 @@ fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
             md5s.push(u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?);
         }
     }
-    let digest = md5::Md5::digest(&md5s);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("{hex}-{}", parts.len()))
+    Some(format!("{}-{}", md5_hex(&md5s), parts.len()))
+}
+
+/// The MD5 of `data` in hex, as S3 gives it in a plain object's ETag.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -202,6 +202,14 @@ impl Settings {
             "archive.max_uncompressed_bytes, max_inflate_ratio and max_archive_secs must be positive".into(),
         );
         p.check(
+            (1..=8).contains(&self.archive.uploads_in_flight),
+            "archive.uploads_in_flight must be 1–8".into(),
+        );
+        p.check(
+            self.archive.decode_threads <= 256,
+            "archive.decode_threads must be 0 (one per CPU) to 256".into(),
+        );
+        p.check(
             (1..=9).contains(&self.archive.compression_level),
             "archive.compression_level must be 1–9".into(),
         );

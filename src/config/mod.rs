@@ -159,9 +159,15 @@ pub struct ArchiveSettings {
     /// Default layout when the request names none.
     #[serde(default = "default_layout")]
     pub layout: Layout,
-    /// Multipart part size in MiB (5–512); with two parts in flight this bounds memory.
+    /// Multipart part size in MiB (5–512); with the parts in flight this bounds memory.
     #[serde(default = "default_part_size_mib")]
     pub part_size_mib: u32,
+    /// Multipart parts uploading at once while the next one fills (1–8).
+    #[serde(default = "default_uploads_in_flight")]
+    pub uploads_in_flight: u32,
+    /// Parts decoded at once in the whole process (0: one per CPU).
+    #[serde(default)]
+    pub decode_threads: u32,
     /// DEFLATE level (1–9) when data must be recompressed.
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
@@ -359,6 +365,9 @@ fn default_layout() -> Layout {
 }
 fn default_part_size_mib() -> u32 {
     8
+}
+fn default_uploads_in_flight() -> u32 {
+    2
 }
 fn default_compression_level() -> u32 {
     6

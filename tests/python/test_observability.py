@@ -164,6 +164,7 @@ def iam_actions(service, operation):
         return {"dynamodb:PutItem", "dynamodb:UpdateItem"}
     if service == "s3":
         return {
+            "PutObject": {"s3:PutObject"},
             "CreateMultipartUpload": {"s3:PutObject"},
             "UploadPart": {"s3:PutObject"},
             "CompleteMultipartUpload": {"s3:PutObject"},
@@ -225,6 +226,16 @@ def test_every_call_the_daemon_made_is_one_the_code_names(scraped):
     assert made, "no AWS call was counted"
     named = {o for _, o in operations_in_code()}
     assert {o for o, _ in made} - named == set()
+
+
+def test_a_small_archive_goes_up_in_one_put_object(scraped):
+    made = {
+        o
+        for o, n in re.findall(r'redshift_export_aws_requests_total\{operation="(\w+)",outcome="ok",service="S3"\} (\S+)', scraped)
+        if float(n) > 0
+    }
+    assert "PutObject" in made, made
+    assert not made & {"CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}, made
 
 
 def test_the_policy_is_scoped():
