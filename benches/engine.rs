@@ -1,7 +1,9 @@
-//! The archive engine alone, on generated UNLOAD-like gzip parts held in memory: how fast each
-//! way of building the zip entry runs, against inflating the same parts and throwing the data
-//! away (the floor for anything that verifies). Run by `scripts/bench`; by hand:
-//! `cargo bench --bench engine -- [MiB of CSV] [parts]`.
+//! The archive engine alone, on gzip parts held in memory: how fast each way of building the
+//! zip runs, against inflating the same parts and throwing the data away (the floor for
+//! anything that verifies). `scripts/bench` runs it on the parts a real UNLOAD wrote:
+//! `cargo bench --bench engine -- DIR`; without a directory it generates UNLOAD-like parts:
+//! `cargo bench --bench engine -- [MiB of CSV] [parts]`. The last line it prints is the result
+//! as JSON.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -175,7 +177,7 @@ fn zip_single(parts: &[Vec<u8>]) -> u64 {
 type Plan = (Edits, u32, u64, u64);
 
 fn plan_joined(part: &[u8]) -> Option<Plan> {
-    let mut joiner = Joiner::default();
+    let mut joiner = Joiner::recording();
     let mut raw = Vec::new();
     for chunk in part.chunks(256 * 1024) {
         joiner.feed(chunk, &mut raw).ok()?;
@@ -285,21 +287,38 @@ fn zip_recompress(parts: &[Vec<u8>]) -> u64 {
     total + out.len() as u64
 }
 
-fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let mib = args.first().copied().unwrap_or(256);
-    let count = args.get(1).copied().unwrap_or(8).max(1);
+/// The parts in `dir` (`*.gz`, in name order), or generated ones.
+fn parts(args: &[String]) -> Vec<Vec<u8>> {
+    if let Some(dir) = args.first().filter(|a| std::path::Path::new(a).is_dir()) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        names.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "gz"));
+        names.sort();
+        eprintln!("engine: reading {} gzip parts from {dir}", names.len());
+        return names.iter().filter_map(|p| std::fs::read(p).ok()).collect();
+    }
+    let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let mib = numbers.first().copied().unwrap_or(256);
+    let count = numbers.get(1).copied().unwrap_or(8).max(1);
     let per_part = (mib << 20) / count;
     eprintln!(
         "engine: generating {count} gzip parts of {} MiB of CSV",
         per_part >> 20
     );
-    let parts: Vec<Vec<u8>> = (0..count)
+    (0..count)
         .map(|i| gzip(&rows(per_part as usize, i + 1)))
+        .collect()
+}
+
+fn main() {
+    // cargo bench passes --bench; the rest is ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
         .collect();
+    let parts = parts(&args);
+    let count = parts.len();
     let csv = inflate_zlib(&parts);
     let mb = csv as f64 / 1e6;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -354,4 +373,19 @@ fn main() {
             floor / s
         );
     }
+    let json: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"name\": \"{}\", \"seconds\": {}, \"cpu\": {}}}",
+                r.name,
+                r.wall.as_secs_f64(),
+                r.cpu.as_secs_f64()
+            )
+        })
+        .collect();
+    println!(
+        "{{\"csv_bytes\": {csv}, \"parts\": {count}, \"cores\": {cores}, \"runs\": [{}]}}",
+        json.join(", ")
+    );
 }

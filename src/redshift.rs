@@ -16,6 +16,8 @@ use crate::retry::Backoff;
 
 /// The Data API's limit on StatementName.
 const MAX_STATEMENT_NAME: usize = 500;
+/// How often a running statement's request is read for a cancel (a GetItem each time).
+pub const CANCEL_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// A finished statement.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +76,10 @@ impl Redshift {
         })
     }
 
-    /// Polls until the statement is terminal. `cancelled` is checked between polls; when it
-    /// returns true the statement is cancelled and [`JobError::Cancelled`] returned.
+    /// Polls until the statement is terminal, the first time after the first polling delay
+    /// (short queries are done by then: one DescribeStatement). `cancelled` is checked
+    /// between polls, at most every [`CANCEL_CHECK_EVERY`]; when it returns true the
+    /// statement is cancelled and [`JobError::Cancelled`] returned.
     pub async fn wait<F, Fut>(&self, id: &str, mut cancelled: F) -> Result<Finished, JobError>
     where
         F: FnMut() -> Fut,
@@ -84,7 +88,11 @@ impl Redshift {
         let s = &self.settings;
         let deadline = Instant::now() + Duration::from_secs(s.query_timeout_secs);
         let mut delays = Backoff::polling(s).delays();
+        let mut checked = Instant::now();
         loop {
+            if let Some(delay) = delays.next() {
+                tokio::time::sleep(delay).await;
+            }
             let d = self
                 .client
                 .describe_statement()
@@ -107,16 +115,16 @@ impl Redshift {
                 Some(StatusString::Aborted) => return Err(JobError::QueryAborted),
                 _ => {}
             }
-            if cancelled().await {
-                self.cancel(id).await;
-                return Err(JobError::Cancelled);
+            if checked.elapsed() >= CANCEL_CHECK_EVERY {
+                checked = Instant::now();
+                if cancelled().await {
+                    self.cancel(id).await;
+                    return Err(JobError::Cancelled);
+                }
             }
             if Instant::now() >= deadline {
                 self.cancel(id).await;
                 return Err(JobError::QueryTimeout(s.query_timeout_secs));
-            }
-            if let Some(delay) = delays.next() {
-                tokio::time::sleep(delay).await;
             }
         }
     }

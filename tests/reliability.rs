@@ -611,3 +611,38 @@ async fn a_state_item_this_version_cannot_read_is_left_alone_and_its_message_dea
     );
     assert_eq!(item["version"], "3");
 }
+
+#[tokio::test]
+async fn a_cancel_asked_between_stages_stops_the_next_transition_but_not_the_end() {
+    use redshift_export_worker::error::JobError;
+    use redshift_export_worker::message::{Fingerprinted, RequestId};
+    use redshift_export_worker::state::{StateStore, Status};
+    let store = StateStore::new(dynamodb(), var("DEVSTACK_TABLE"), 1, "test-worker".into());
+    let rid = RequestId::parse(&format!("req-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let asked = Fingerprinted {
+        canonical: "{}".into(),
+        fingerprint: "cancel-test".into(),
+    };
+    let item = store
+        .create_or_load(&rid, "sample", None, &asked)
+        .await
+        .unwrap();
+    // The worker holds `item` (not cancelled) when the cancel arrives: no read before the next
+    // stage sees it, the transition's condition does.
+    store.request_cancel(rid.as_str()).await.unwrap();
+    let refused = store
+        .transition(&item, Status::Querying, |_| {}, "statement submitted")
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, JobError::Cancelled), "{refused:?}");
+    let ended = store
+        .transition(&item, Status::Cancelled, |_| {}, "cancelled")
+        .await
+        .unwrap();
+    assert_eq!(ended.status, Status::Cancelled);
+    assert_eq!(
+        history(rid.as_str()).await,
+        ["QUEUED", "CANCELLED"],
+        "the refused step left nothing behind"
+    );
+}

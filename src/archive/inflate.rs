@@ -510,14 +510,24 @@ impl Inflate {
                     self.end += 1;
                     self.total += 1;
                     bit += used;
-                    // Literals come in runs: the word read holds the next code too (at least
-                    // 57 - 15 bits are left), and one more byte always fits.
-                    let next = self.literals.lookup(bits >> used);
-                    if kind_of(next) == KIND_LITERAL {
-                        self.out[self.end] = value_of(next) as u8;
-                        self.end += 1;
-                        self.total += 1;
-                        bit += len_of(next);
+                    // Literals come in runs: the word read holds two more codes (at least
+                    // 57 - 15 - 15 bits are left after the second), and two more bytes always
+                    // fit.
+                    let second = self.literals.lookup(bits >> used);
+                    if kind_of(second) == KIND_LITERAL {
+                        self.out[self.end] = value_of(second) as u8;
+                        let used = used + len_of(second);
+                        let third = self.literals.lookup(bits >> used);
+                        if kind_of(third) == KIND_LITERAL {
+                            self.out[self.end + 1] = value_of(third) as u8;
+                            self.end += 2;
+                            self.total += 2;
+                            bit += len_of(second) + len_of(third);
+                        } else {
+                            self.end += 1;
+                            self.total += 1;
+                            bit += len_of(second);
+                        }
                     }
                 }
                 KIND_LENGTH => {

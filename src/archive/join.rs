@@ -69,6 +69,8 @@ pub struct Joiner {
     size: u64,
     compressed: u64,
     members: u64,
+    /// Only record the edits: the DEFLATE bytes are made later from them.
+    record_only: bool,
 }
 
 impl Default for Joiner {
@@ -85,11 +87,21 @@ impl Default for Joiner {
             size: 0,
             compressed: 0,
             members: 0,
+            record_only: false,
         }
     }
 }
 
 impl Joiner {
+    /// A joiner that verifies and records [`Joined::edits`] without writing the part's DEFLATE
+    /// bytes (only the few it adds).
+    pub fn recording() -> Joiner {
+        Joiner {
+            record_only: true,
+            ..Joiner::default()
+        }
+    }
+
     /// Data bytes decoded so far.
     pub fn inflated(&self) -> u64 {
         self.size
@@ -228,7 +240,9 @@ impl Joiner {
     }
 
     fn emit(&mut self, n: usize, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.pending[..n]);
+        if !self.record_only {
+            out.extend_from_slice(&self.pending[..n]);
+        }
         self.pending.drain(..n);
         self.offset += n as u64;
         self.compressed += n as u64;

@@ -38,6 +38,18 @@ fn join(header: &[u8], parts: &[Vec<u8>], chunk: usize) -> Result<(Vec<u8>, u32,
             apply.feed(piece, &mut again);
         }
         apply.finish(&mut again);
+        let mut recording = Joiner::recording();
+        let mut scratch = Vec::new();
+        for piece in part.chunks(chunk) {
+            recording.feed(piece, &mut scratch).unwrap();
+        }
+        let recorded = recording.finish(&mut scratch).unwrap();
+        assert_eq!(
+            recorded.edits, joined.edits,
+            "recording alone gives the same changes"
+        );
+        assert_eq!(recorded.compressed, joined.compressed);
+        assert_eq!(recorded.crc.finalize(), joined.crc.clone().finalize());
         assert_eq!(joined.length, part.len() as u64);
         assert_eq!(again.len() as u64, joined.compressed);
         assert!(

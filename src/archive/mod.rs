@@ -259,9 +259,10 @@ impl Archiver {
         Ok(records.saturating_sub(headers))
     }
 
-    /// Deletes everything an attempt unloaded (best effort; the bucket's lifecycle rules are
-    /// the safety net).
+    /// Deletes everything an attempt unloaded, a page of keys per DeleteObjects call (best
+    /// effort; the bucket's lifecycle rules are the safety net).
     pub async fn delete_unloaded(&self, prefix: &str) -> Result<u64, JobError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let mut deleted = 0;
         let mut pages = self
             .s3
@@ -272,18 +273,36 @@ impl Archiver {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.aws("s3", "ListObjectsV2")?;
-            for object in page.contents() {
-                if let Some(key) = object.key() {
-                    self.s3
-                        .delete_object()
-                        .bucket(&self.upload_bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .aws("s3", "DeleteObject")?;
-                    deleted += 1;
-                }
+            let keys: Vec<ObjectIdentifier> = page
+                .contents()
+                .iter()
+                .filter_map(|o| ObjectIdentifier::builder().key(o.key()?).build().ok())
+                .collect();
+            if keys.is_empty() {
+                continue;
             }
+            let count = keys.len() as u64;
+            let delete = Delete::builder()
+                .set_objects(Some(keys))
+                .quiet(true)
+                .build()
+                .map_err(|e| JobError::Archive(e.to_string()))?;
+            let out = self
+                .s3
+                .delete_objects()
+                .bucket(&self.upload_bucket)
+                .delete(delete)
+                .send()
+                .await
+                .aws("s3", "DeleteObjects")?;
+            if let Some(first) = out.errors().first() {
+                return Err(JobError::Archive(format!(
+                    "{} of {count} unloaded files could not be deleted ({})",
+                    out.errors().len(),
+                    first.code().unwrap_or("error")
+                )));
+            }
+            deleted += count;
         }
         Ok(deleted)
     }

@@ -3,10 +3,12 @@
 //! Passed through (`parts`) or joined (`single`), a part is read twice: first decoded and
 //! verified, which records how its bytes become the entry's DEFLATE bytes ([`Edits`]), then
 //! read again (with `If-Match` on its ETag, so it is the same object) and changed without
-//! decoding while the entry is written. The decoding of several parts runs at once on the
+//! decoding while the entry is written. A part that fits in one batch (256 KiB) is kept from
+//! the first read instead. The decoding of several parts runs at once on the
 //! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
 //! writing, which takes the parts in manifest order. Memory per part being decoded is one
-//! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole. A
+//! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole unless
+//! it is one batch. A
 //! single large part is decoded by one thread; many parts use every core.
 //!
 //! Recompression (the fallback) reads each part once, inflating and compressing in order.
@@ -44,6 +46,8 @@ struct Planned {
     compressed: u64,
     /// The part's bytes.
     length: u64,
+    /// The whole part, when it came in one batch: it is not read again.
+    bytes: Option<Vec<u8>>,
 }
 
 /// What turns a part's gzip bytes into an entry's DEFLATE bytes, verifying them.
@@ -118,6 +122,7 @@ async fn plan<C: Codec>(
     let (mut batch, mut raw) = (Vec::with_capacity(BATCH), Vec::new());
     let mut read = 0u64;
     let mut more = true;
+    let mut bytes = None;
     while more {
         match body
             .try_next()
@@ -131,6 +136,9 @@ async fn plan<C: Codec>(
                 }
             }
             None => more = false,
+        }
+        if !more && read == 0 {
+            bytes = Some(batch.clone());
         }
         read += batch.len() as u64;
         let permit = permits
@@ -160,6 +168,7 @@ async fn plan<C: Codec>(
         size,
         compressed,
         length: read,
+        bytes,
         key,
     })
 }
@@ -228,24 +237,28 @@ impl Archiver {
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
     ) -> Result<(), BuildError> {
-        let req = self
-            .s3
-            .get_object()
-            .bucket(&self.upload_bucket)
-            .key(&planned.key)
-            .set_if_match(planned.etag.clone());
-        let mut body: ByteStream = req.send().await.aws("s3", "GetObject")?.body;
         let mut apply = planned.edits.apply();
         let mut raw = Vec::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
-            apply.feed(&chunk, &mut raw);
-            zip.write(&raw, out);
-            raw.clear();
-            sink.write(out).await?;
+        if let Some(bytes) = &planned.bytes {
+            apply.feed(bytes, &mut raw);
+        } else {
+            let req = self
+                .s3
+                .get_object()
+                .bucket(&self.upload_bucket)
+                .key(&planned.key)
+                .set_if_match(planned.etag.clone());
+            let mut body: ByteStream = req.send().await.aws("s3", "GetObject")?.body;
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| stream_error("GetObject", e))?
+            {
+                apply.feed(&chunk, &mut raw);
+                zip.write(&raw, out);
+                raw.clear();
+                sink.write(out).await?;
+            }
         }
         apply.finish(&mut raw);
         zip.write(&raw, out);
@@ -316,7 +329,7 @@ impl Archiver {
         let mut size = header.len() as u64;
         let keys = self.keys(plan, entries)?;
         let count = keys.len();
-        let mut ahead = Ahead::new(self, keys, budget, Joiner::default);
+        let mut ahead = Ahead::new(self, keys, budget, Joiner::recording);
         for _ in 0..count {
             let planned = ahead.next(self, budget).await?;
             budget.check(&planned.key, planned.length, planned.size)?;

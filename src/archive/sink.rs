@@ -8,13 +8,15 @@ use std::collections::VecDeque;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption as Sse};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::config::{ArchiveSettings, ServerSideEncryption};
 use crate::error::JobError;
 
-type PartUpload = JoinHandle<Result<CompletedPart, AwsError>>;
+/// An upload in flight; it hands its body back for the next part.
+type PartUpload = JoinHandle<Result<(CompletedPart, Bytes), AwsError>>;
 
 const MIB: u64 = 1024 * 1024;
 /// S3's most parts in one upload.
@@ -76,6 +78,9 @@ pub struct MultipartSink {
     /// The size of the part being filled.
     part_size: usize,
     buffer: Vec<u8>,
+    /// Bodies of finished uploads, filled again rather than allocated anew: the allocator
+    /// keeps part-sized blocks it was given back, so new ones would add up.
+    spare: Vec<Vec<u8>>,
     in_flight: VecDeque<PartUpload>,
     max_in_flight: usize,
     parts: Vec<CompletedPart>,
@@ -98,6 +103,7 @@ impl MultipartSink {
             base_part_size,
             part_size,
             buffer: Vec::with_capacity(part_size),
+            spare: Vec::new(),
             in_flight: VecDeque::new(),
             max_in_flight: settings.uploads_in_flight.max(1) as usize,
             parts: Vec::new(),
@@ -106,8 +112,8 @@ impl MultipartSink {
     }
 
     /// Takes the bytes in `data` (leaving it empty); uploads whole parts as they fill. The
-    /// buffer never grows past one part, and each upload gets an allocation of exactly one
-    /// part, so memory stays at about `uploads_in_flight + 1` parts of the current size.
+    /// buffer never grows past one part and the bodies are reused, so memory stays at
+    /// `uploads_in_flight + 1` parts of the current size.
     pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), JobError> {
         self.written += data.len() as u64;
         let mut input = data.as_slice();
@@ -116,8 +122,10 @@ impl MultipartSink {
             self.buffer.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.buffer.len() == self.part_size {
-                let part = self.buffer.clone();
-                self.buffer.clear();
+                let mut next = self.spare.pop().unwrap_or_default();
+                next.clear();
+                next.reserve(self.part_size);
+                let part = std::mem::replace(&mut self.buffer, next);
                 self.upload(part).await?;
             }
         }
@@ -128,10 +136,13 @@ impl MultipartSink {
     /// Waits for the oldest upload in flight.
     async fn wait_one(&mut self) -> Result<(), AwsError> {
         if let Some(task) = self.in_flight.pop_front() {
-            let part = task.await.map_err(|e| {
+            let (part, body) = task.await.map_err(|e| {
                 AwsError::unanswered("s3", "UploadPart", format!("the upload task ended: {e}"))
             })??;
             self.parts.push(part);
+            if let Ok(body) = body.try_into_mut() {
+                self.spare.push(body.into());
+            }
         }
         Ok(())
     }
@@ -169,6 +180,7 @@ impl MultipartSink {
         let next = part_size(self.base_part_size, number + 1);
         self.part_size = usize::try_from(next).unwrap_or(usize::MAX);
         let number = i32::try_from(number).unwrap_or(i32::MAX);
+        let body = Bytes::from(body);
         let req = self
             .client
             .upload_part()
@@ -176,13 +188,14 @@ impl MultipartSink {
             .key(&self.key)
             .upload_id(upload_id)
             .part_number(number)
-            .body(ByteStream::from(body));
+            .body(ByteStream::from(body.clone()));
         self.in_flight.push_back(tokio::spawn(async move {
             let out = req.send().await.aws("s3", "UploadPart")?;
-            Ok(CompletedPart::builder()
+            let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
-                .build())
+                .build();
+            Ok((part, body))
         }));
         Ok(())
     }

@@ -364,7 +364,7 @@ fn default_layout() -> Layout {
     Layout::Single
 }
 fn default_part_size_mib() -> u32 {
-    8
+    6
 }
 fn default_uploads_in_flight() -> u32 {
     2

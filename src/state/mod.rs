@@ -255,15 +255,23 @@ impl StateStore {
                 token,
             )
             .await?;
-        if !written && !self.already_written(current, next_version, to).await? {
-            return Err(JobError::Conflict(format!(
+        if written {
+            return Ok(next);
+        }
+        // A failed condition: this job's own write whose response was lost, a request asked
+        // to stop, or one that moved on.
+        match self.load(&current.request_id).await? {
+            Some(now) if already_written(&now, next_version, to) => Ok(next),
+            Some(now) if now.cancel_requested && now.version == current.version => {
+                Err(JobError::Cancelled)
+            }
+            _ => Err(JobError::Conflict(format!(
                 "{} moved on from {} (version {})",
                 current.request_id,
                 current.status.as_str(),
                 current.version
-            )));
+            ))),
         }
-        Ok(next)
     }
 
     /// The conditional update of a transition from `current`: sets `set`, and for a terminal
@@ -280,11 +288,19 @@ impl StateStore {
         // Sorted, so the same transition is always the same request.
         sets.sort();
         let mut expression = format!("SET {}", sets.join(", "));
+        // A request asked to stop takes no further step but its end: the cancel flag rides on
+        // every transition's condition instead of a read before each stage.
+        let mut condition = "#version = :expected".to_string();
         if to.is_terminal() {
             expression.push_str(&format!(
                 " REMOVE lease_owner, lease_expires_at, {}",
                 open::OPEN_SHARD
             ));
+        } else {
+            condition.push_str(
+                " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
+            );
+            values.insert(":no".to_string(), AttributeValue::Bool(false));
         }
         #[expect(clippy::expect_used, reason = "table, key and expression are all set")]
         Update::builder()
@@ -292,28 +308,11 @@ impl StateStore {
             .key("request_id", s(&current.request_id))
             .key("sk", s(STATE_SK))
             .update_expression(expression)
-            .condition_expression("#version = :expected")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .build()
             .expect("a complete update")
-    }
-
-    /// Whether the item already is what this job's transition from `current` to `to` wrote:
-    /// a retried write whose first try succeeded but whose response was lost fails its
-    /// condition although the write is ours. Only the holder of `current.version` can write
-    /// `version` (a claim bumps the version, and transitions always change the status), so
-    /// the next version in the target status can only be this job's own write.
-    async fn already_written(
-        &self,
-        current: &StateItem,
-        version: u64,
-        to: Status,
-    ) -> Result<bool, JobError> {
-        Ok(self
-            .load(&current.request_id)
-            .await?
-            .is_some_and(|now| now.version == version && now.status == to))
     }
 
     /// Writes the state item and its history event in one transaction, with a client request
@@ -377,6 +376,15 @@ impl StateStore {
         }
         Ok(events)
     }
+}
+
+/// Whether `now` already is what a transition to `to` at `version` wrote: a retried write
+/// whose first try succeeded but whose response was lost fails its condition although the
+/// write is ours. Only the holder of the previous version can write `version` (a claim bumps
+/// the version, and transitions always change the status), so the next version in the target
+/// status can only be this job's own write.
+fn already_written(now: &StateItem, version: u64, to: Status) -> bool {
+    now.version == version && now.status == to
 }
 
 /// A ClientRequestToken (at most 36 characters) derived from what identifies one write.

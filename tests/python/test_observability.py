@@ -174,7 +174,7 @@ def iam_actions(service, operation):
             # A presigned link is a GET made with the worker's permissions.
             "presign": {"s3:GetObject"},
             "ListObjectsV2": {"s3:ListBucket"},
-            "DeleteObject": {"s3:DeleteObject"},
+            "DeleteObjects": {"s3:DeleteObject"},
         }[operation]
     prefix = {"sesv2": "ses"}.get(service, service)
     return {f"{prefix}:{operation}"}
