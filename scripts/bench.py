@@ -202,8 +202,10 @@ def small_exports(queue, worker, admin):
     wall = time.monotonic() - started
     cpu = cpu_seconds(worker.pid) - before_cpu
     calls = metric(admin, "redshift_export_aws_requests_total{") - before_calls
-    with ThreadPoolExecutor(16) as pool:
-        beyond = sorted(pool.map(lambda r: (lambda h: (h["COMPLETED"] - h["ARCHIVING"]).total_seconds())(history(r)), rids))
+    # The histories of a sample (moto answers a Query in tens of milliseconds at best).
+    sample = rids[:: max(1, SMALL // 200)]
+    with ThreadPoolExecutor(4) as pool:
+        beyond = sorted(pool.map(lambda r: (lambda h: (h["COMPLETED"] - h["ARCHIVING"]).total_seconds())(history(r)), sample))
     return {"per_second": SMALL / wall, "cpu_ms": cpu * 1000 / SMALL, "calls": calls / SMALL,
             "p50_ms": statistics.median(beyond) * 1000, "p99_ms": beyond[int(len(beyond) * 0.99) - 1] * 1000}
 
@@ -259,7 +261,7 @@ def main():
           f"start to ready {ready * 1000:.0f} ms")
     print()
     print(f"| {SMALL:,} one-row exports, 8 slots | exports/s | daemon CPU ms per export | AWS calls per export | "
-          "beyond the query p50 / p99 ms |")
+          "beyond the query p50 / p99 ms (200 sampled) |")
     print("|---|---|---|---|---|")
     print(f"| worker | {small['per_second']:.1f} | {small['cpu_ms']:.1f} | {small['calls']:.1f} | "
           f"{small['p50_ms']:.0f} / {small['p99_ms']:.0f} |")
