@@ -12,7 +12,8 @@
 //!    allow-list, which every email, success or failure, goes through.
 //! 3. `job::stages` runs the stage machine: [`unload`] wraps the SELECT in an UNLOAD to a
 //!    per-attempt prefix and [`redshift`] runs it with a deterministic ClientToken; [`archive`]
-//!    streams the unloaded parts into one zip by multipart upload; [`presign`] signs a
+//!    decodes and verifies the unloaded parts on every core and streams them into one zip
+//!    without compressing anything again (PutObject or multipart upload); [`presign`] signs a
 //!    download link and [`notify`] emails it through SES v2 or SMTP; the request is marked
 //!    COMPLETED and the message deleted.
 //!
