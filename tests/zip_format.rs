@@ -17,6 +17,29 @@ fn deflate(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// `unzip -t` finds the archive at `path` sound.
+fn unzip_tests(path: &std::path::Path) {
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "unzip -t: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+}
+
+/// Runs the Python program `code` on the archive at `path`.
+fn python(code: &str, path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
 }
@@ -56,25 +79,12 @@ fn more_than_65535_entries_use_zip64_end_records_that_readers_accept() {
 
     let path = std::env::temp_dir().join(format!("zip64-{}.zip", std::process::id()));
     std::fs::write(&path, &out).unwrap();
-    let unzip = std::process::Command::new("unzip")
-        .arg("-tq")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        unzip.status.success(),
-        "unzip -t: {}",
-        String::from_utf8_lossy(&unzip.stdout)
-    );
-    let python = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
+    unzip_tests(&path);
+    let python = python(
+        "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; \
              names = z.namelist(); print(len(names), z.read(names[-1]).decode().strip())",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
+        &path,
+    );
     assert!(
         python.status.success(),
         "{}",
@@ -183,20 +193,9 @@ fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() 
     assert_eq!(size, (header.len() + 2 * REPEATS * block.len()) as u64);
     assert!(size > 1 << 32);
 
-    let unzip = std::process::Command::new("unzip")
-        .arg("-tq")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        unzip.status.success(),
-        "unzip -t: {}",
-        String::from_utf8_lossy(&unzip.stdout)
-    );
-    let python = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile\n\
+    unzip_tests(&path);
+    let python = python(
+        "import sys, zipfile\n\
              block = ''.join(f'{i},row {i} of the pattern\\n' for i in range(1000)).encode()\n\
              z = zipfile.ZipFile(sys.argv[1]); info = z.infolist()[0]\n\
              f = z.open(info); assert f.read(8) == b'id,text\\n'\n\
@@ -205,10 +204,8 @@ fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() 
              \x20   assert chunk == block * (len(chunk) // len(block)), n\n\
              \x20   n += len(chunk)\n\
              print(info.file_size, n)",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
+        &path,
+    );
     std::fs::remove_file(&path).unwrap();
     assert!(
         python.status.success(),
