@@ -31,13 +31,19 @@ fn unzip_tests(path: &std::path::Path) {
     );
 }
 
-/// Runs the Python program `code` on the archive at `path`.
-fn python(code: &str, path: &std::path::Path) -> std::process::Output {
-    std::process::Command::new("python3")
+/// Runs the Python program `code` on the archive at `path`; it must succeed. Its output.
+fn python(code: &str, path: &std::path::Path) -> String {
+    let run = std::process::Command::new("python3")
         .args(["-c", code])
         .arg(path)
         .output()
-        .unwrap()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).trim().to_string()
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -85,15 +91,7 @@ fn more_than_65535_entries_use_zip64_end_records_that_readers_accept() {
              names = z.namelist(); print(len(names), z.read(names[-1]).decode().strip())",
         &path,
     );
-    assert!(
-        python.status.success(),
-        "{}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&python.stdout).trim(),
-        format!("{count} {}", count - 1)
-    );
+    assert_eq!(python, format!("{count} {}", count - 1));
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -207,13 +205,5 @@ fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() 
         &path,
     );
     std::fs::remove_file(&path).unwrap();
-    assert!(
-        python.status.success(),
-        "{}",
-        String::from_utf8_lossy(&python.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&python.stdout).trim(),
-        format!("{size} {}", size - header.len() as u64)
-    );
+    assert_eq!(python, format!("{size} {}", size - header.len() as u64));
 }

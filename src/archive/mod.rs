@@ -17,6 +17,7 @@
 
 pub mod deflate;
 pub mod edits;
+mod huffman;
 pub mod inflate;
 pub mod join;
 mod limits;

@@ -1,0 +1,174 @@
+//! Canonical Huffman codes as lookup tables, and what DEFLATE's symbols mean
+//! (RFC 1951 §3.2): the decoding tables of [`super::inflate`].
+
+use super::inflate::InflateError;
+
+/// Longest code: 15 bits.
+pub(super) const MAX_CODE: u32 = 15;
+
+pub(super) const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+pub(super) const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+pub(super) const DIST_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+pub(super) const DIST_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+
+/// A table entry: bits 0–7 the code's length, 8–11 extra bits, 12–15 the kind, 16–31 the value.
+pub(super) type Entry = u32;
+pub(super) const KIND_LITERAL: u32 = 0;
+pub(super) const KIND_LENGTH: u32 = 1;
+pub(super) const KIND_END: u32 = 2;
+pub(super) const KIND_LINK: u32 = 3;
+pub(super) const KIND_INVALID: u32 = 4;
+pub(super) const KIND_DISTANCE: u32 = 5;
+
+pub(super) const fn entry(len: u32, extra: u32, kind: u32, value: u32) -> Entry {
+    len | extra << 8 | kind << 12 | value << 16
+}
+pub(super) fn len_of(e: Entry) -> usize {
+    (e & 0xff) as usize
+}
+pub(super) fn extra_of(e: Entry) -> u32 {
+    (e >> 8) & 0xf
+}
+pub(super) fn kind_of(e: Entry) -> u32 {
+    (e >> 12) & 0xf
+}
+pub(super) fn value_of(e: Entry) -> usize {
+    (e >> 16) as usize
+}
+
+/// A canonical Huffman code as a two-level lookup table: `bits` bits first, then a subtable of
+/// `MAX_CODE - bits` bits for the longer codes.
+#[derive(Debug, Clone)]
+pub(super) struct Table {
+    bits: u32,
+    pub(super) entries: Vec<Entry>,
+}
+
+impl Table {
+    pub(super) fn new(bits: u32) -> Table {
+        Table {
+            bits,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Builds the code for `lengths`, symbol `s` decoding to `meaning(s)` (kind, extra, value).
+    /// Incomplete codes are accepted only as zlib accepts them: one code of one bit, or none.
+    pub(super) fn build(
+        &mut self,
+        lengths: &[u8],
+        meaning: impl Fn(usize) -> (u32, u32, u32),
+    ) -> Result<(), InflateError> {
+        let mut count = [0u32; 16];
+        for &l in lengths {
+            count[usize::from(l)] += 1;
+        }
+        count[0] = 0;
+        let mut left: i64 = 1;
+        for c in &count[1..] {
+            left = (left << 1) - i64::from(*c);
+            if left < 0 {
+                return Err(InflateError("over-subscribed Huffman code"));
+            }
+        }
+        let max = (1..16).rev().find(|&l| count[l] != 0).unwrap_or(0);
+        if left > 0 && max > 1 {
+            return Err(InflateError("incomplete Huffman code"));
+        }
+        let mut next = [0u32; 16];
+        let mut code = 0u32;
+        for l in 1..16 {
+            code = (code + count[l - 1]) << 1;
+            next[l] = code;
+        }
+        let primary = 1usize << self.bits;
+        let sub_bits = MAX_CODE - self.bits;
+        self.entries.clear();
+        self.entries.resize(primary, entry(0, 0, KIND_INVALID, 0));
+        for (symbol, &l) in lengths.iter().enumerate() {
+            if l == 0 {
+                continue;
+            }
+            let l = u32::from(l);
+            let reversed = reverse(next[l as usize], l);
+            next[l as usize] += 1;
+            let (kind, extra, value) = meaning(symbol);
+            let e = entry(l, extra, kind, value);
+            if l <= self.bits {
+                let mut i = reversed as usize;
+                while i < primary {
+                    self.entries[i] = e;
+                    i += 1 << l;
+                }
+                continue;
+            }
+            let low = (reversed & ((1 << self.bits) - 1)) as usize;
+            let link = self.entries[low];
+            let base = if kind_of(link) == KIND_LINK {
+                value_of(link)
+            } else {
+                let base = self.entries.len();
+                self.entries
+                    .resize(base + (1 << sub_bits), entry(0, 0, KIND_INVALID, 0));
+                self.entries[low] = entry(self.bits, 0, KIND_LINK, base as u32);
+                base
+            };
+            let mut i = (reversed >> self.bits) as usize;
+            while i < 1 << sub_bits {
+                self.entries[base + i] = e;
+                i += 1 << (l - self.bits);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry for the code at the start of `bits`.
+    #[inline(always)]
+    pub(super) fn lookup(&self, bits: u64) -> Entry {
+        let e = self.entries[(bits & ((1 << self.bits) - 1)) as usize];
+        if kind_of(e) != KIND_LINK {
+            return e;
+        }
+        let sub = (bits >> self.bits) as usize & ((1 << (MAX_CODE - self.bits)) - 1);
+        self.entries[value_of(e) + sub]
+    }
+}
+
+pub(super) fn reverse(code: u32, len: u32) -> u32 {
+    code.reverse_bits() >> (32 - len)
+}
+
+pub(super) fn literal_meaning(symbol: usize) -> (u32, u32, u32) {
+    match symbol {
+        0..=255 => (KIND_LITERAL, 0, symbol as u32),
+        256 => (KIND_END, 0, 0),
+        257..=285 => (
+            KIND_LENGTH,
+            u32::from(LENGTH_EXTRA[symbol - 257]),
+            u32::from(LENGTH_BASE[symbol - 257]),
+        ),
+        _ => (KIND_INVALID, 0, 0),
+    }
+}
+
+pub(super) fn distance_meaning(symbol: usize) -> (u32, u32, u32) {
+    match symbol {
+        0..=29 => (
+            KIND_DISTANCE,
+            u32::from(DIST_EXTRA[symbol]),
+            u32::from(DIST_BASE[symbol]),
+        ),
+        _ => (KIND_INVALID, 0, 0),
+    }
+}
