@@ -33,6 +33,9 @@ sqs, s3, ddb = boto3.client("sqs"), boto3.client("s3"), boto3.client("dynamodb")
 upload, archive, table = env["DEVSTACK_UPLOAD_BUCKET"], env["DEVSTACK_ARCHIVE_BUCKET"], env["DEVSTACK_TABLE"]
 
 
+GLIBC_TUNABLES = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576"
+
+
 def start_emulator():
     p = subprocess.Popen(
         [f"{ROOT}/target/release/redshift-data-local", "--listen", "127.0.0.1:0", "--pg", env["DEVSTACK_PG_CONN"],
@@ -47,12 +50,16 @@ def start_worker(queue, emulator_url, log_path):
                   "EXPORT_WORKER__QUEUE__URL": queue,
                   "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA": emulator_url,
                   "EXPORT_WORKER__REDSHIFT__MAX_FILE_SIZE_MB": "64",
+                  # config/local.toml's 5 minutes is too short to unload several GB here.
+                  "EXPORT_WORKER__REDSHIFT__QUERY_TIMEOUT_SECS": "3600",
                   "EXPORT_WORKER__UPLOAD__DELETE_AFTER_ARCHIVE": "false",
                   "EXPORT_WORKER__WORKER__MAX_CONCURRENT_JOBS": "8",
                   "EXPORT_WORKER__SWEEPER__ENABLED": "false",
                   "EXPORT_WORKER__EMAIL__SMTP__PORT": env["DEVSTACK_SMTP_PORT"],
                   "EXPORT_WORKER__ADMIN__LISTEN": "127.0.0.1:0",
                   "EXPORT_WORKER__LOGGING__FILTER": "warn,redshift_export_worker::admin=info",
+                  # As every deployment runs it (deploy/: unit, image, Deployment).
+                  "GLIBC_TUNABLES": GLIBC_TUNABLES,
                   # BENCH_EXPORT_WORKER__… variables override the worker's settings for a run.
                   **{k[len("BENCH_"):]: v for k, v in env.items() if k.startswith("BENCH_EXPORT_WORKER__")}}
     log = open(log_path, "w")
@@ -79,6 +86,14 @@ def start_worker(queue, emulator_url, log_path):
 def metric(admin, prefix):
     text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(prefix))
+
+
+def calls_by_operation(admin):
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
+    calls = {}
+    for m in re.finditer(r'^redshift_export_aws_requests_total\{operation="(\w+)",[^}]*\} (\S+)$', text, re.M):
+        calls[m.group(1)] = calls.get(m.group(1), 0) + float(m.group(2))
+    return calls
 
 
 def proc(pid, field):
@@ -189,7 +204,7 @@ def engine(parts):
 def small_exports(queue, worker, admin):
     print(f"bench: {SMALL:,} one-row exports, 8 slots", flush=True)
     done = lambda: metric(admin, 'redshift_export_jobs_total{error_code="",outcome="completed"}')
-    before_done, before_calls, before_cpu = done(), metric(admin, "redshift_export_aws_requests_total{"), cpu_seconds(worker.pid)
+    before_done, before_calls, before_cpu = done(), calls_by_operation(admin), cpu_seconds(worker.pid)
     rids = [f"bench-small-{uuid.uuid4().hex[:12]}" for _ in range(SMALL)]
     started = time.monotonic()
     for i in range(0, SMALL, 10):
@@ -201,12 +216,15 @@ def small_exports(queue, worker, admin):
         time.sleep(0.2)
     wall = time.monotonic() - started
     cpu = cpu_seconds(worker.pid) - before_cpu
-    calls = metric(admin, "redshift_export_aws_requests_total{") - before_calls
+    after_calls = calls_by_operation(admin)
+    by_operation = {op: (n - before_calls.get(op, 0)) / SMALL for op, n in sorted(after_calls.items())}
+    calls = sum(by_operation.values()) * SMALL
     # The histories of a sample (moto answers a Query in tens of milliseconds at best).
     sample = rids[:: max(1, SMALL // 200)]
     with ThreadPoolExecutor(4) as pool:
         beyond = sorted(pool.map(lambda r: (lambda h: (h["COMPLETED"] - h["ARCHIVING"]).total_seconds())(history(r)), sample))
     return {"per_second": SMALL / wall, "cpu_ms": cpu * 1000 / SMALL, "calls": calls / SMALL,
+            "by_operation": {op: n for op, n in by_operation.items() if n > 0},
             "p50_ms": statistics.median(beyond) * 1000, "p99_ms": beyond[int(len(beyond) * 0.99) - 1] * 1000}
 
 
@@ -216,7 +234,7 @@ def main():
     queue = sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     worker, admin, ready = start_worker(queue, emulator_url, os.path.join(BENCH, "worker.log"))
     time.sleep(2)
-    idle_rss = proc(worker.pid, "VmRSS")
+    idle_rss, idle_anon = proc(worker.pid, "VmRSS"), proc(worker.pid, "RssAnon")
     try:
         e2e = large_exports(queue)
         peak_rss = proc(worker.pid, "VmHWM")
@@ -265,6 +283,10 @@ def main():
     print("|---|---|---|---|---|")
     print(f"| worker | {small['per_second']:.1f} | {small['cpu_ms']:.1f} | {small['calls']:.1f} | "
           f"{small['p50_ms']:.0f} / {small['p99_ms']:.0f} |")
+    print()
+    print("AWS calls per one-row export: " + ", ".join(f"{op} {n:.2f}" for op, n in small["by_operation"].items()))
+    print(f"worker memory when idle: {idle_anon:.1f} MiB anonymous, {idle_rss - idle_anon:.1f} MiB of mapped files "
+          "(the binary's code, shared and reclaimable)")
 
 
 if __name__ == "__main__":

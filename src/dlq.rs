@@ -254,10 +254,7 @@ async fn fail(svc: &Services, e: &Entry) -> Result<String, String> {
         s.queue.max_message_bytes,
         &s.compat,
     );
-    let recipients = match &request {
-        Ok(r) => policy::recipients(s, r).unwrap_or_else(|_| policy::operator_recipients(s)),
-        Err(_) => policy::operator_recipients(s),
-    };
+    let audience = policy::audience(s, request.as_ref().ok());
     let reason = JobError::rejected(
         "dead_lettered",
         format!(
@@ -266,7 +263,7 @@ async fn fail(svc: &Services, e: &Entry) -> Result<String, String> {
         ),
     );
     let query = item.query.clone().unwrap_or_default();
-    match job::fail(svc, item, &id, &query, &recipients, reason).await {
+    match job::fail(svc, item, &id, &query, &audience, reason).await {
         job::Outcome::Finished(status) => Ok(format!("request {id} is {}", status.as_str())),
         other => Err(format!("request {id} could not be recorded ({other:?})")),
     }

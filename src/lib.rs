@@ -40,6 +40,7 @@ pub mod config;
 pub mod daemon;
 pub mod dlq;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod job;
 pub mod message;

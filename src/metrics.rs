@@ -23,6 +23,7 @@ pub const JOB_OUTCOMES: &[&str] = &[
     "yielded",
     "duplicate",
     "panicked",
+    "deferred",
 ];
 
 /// The codes a message is dead-lettered with: what the parser says of a message without a
@@ -86,11 +87,24 @@ pub struct Metrics {
     /// AWS calls refused for want of permission, all services together (from zero, so an
     /// alert sees the first; `aws_requests_total{outcome="denied"}` says which).
     pub aws_denied: IntCounter,
-    /// Open requests found idle with no live lease by the sweeper, by action (redriven,
-    /// orphaned) — each one was a request whose message had gone.
+    /// Requests the sweeper found idle with no job holding them, by action (redriven,
+    /// orphaned, told: an ended request's owed events delivered) — each one was a request
+    /// whose message had gone.
     pub sweeper_actions: IntCounterVec,
     /// Sweeps, by outcome (ok, error).
     pub sweeps: IntCounterVec,
+    /// Jobs waiting now for a fleet-wide Redshift statement slot.
+    pub statement_slot_waiting: IntGauge,
+    /// Waits for a statement slot begun (each job counts once per wait).
+    pub statement_slot_waits: IntCounter,
+    /// Deliveries put back on the queue because their requester had as many requests in
+    /// flight as `worker.max_in_flight_per_requester` allows.
+    pub requester_deferrals: IntCounter,
+    /// Completion event deliveries, by destination (configured names) and outcome (sent,
+    /// retried, undelivered).
+    pub events: IntCounterVec,
+    /// Events given up as undelivered, all destinations together (from zero, for the alert).
+    pub events_undelivered: IntCounter,
     /// Tasks alive in the async runtime, set when /metrics is read: flat under steady load
     /// (the soak test watches it), growing when something leaks tasks.
     pub runtime_tasks: IntGauge,
@@ -253,6 +267,27 @@ impl Metrics {
                 "Sweeps for idle open requests, by outcome.",
                 &["outcome"],
             ),
+            statement_slot_waiting: r.gauge(
+                "statement_slot_waiting",
+                "Jobs waiting now for a fleet-wide Redshift statement slot.",
+            ),
+            statement_slot_waits: r.counter(
+                "statement_slot_waits_total",
+                "Waits for a fleet-wide Redshift statement slot begun.",
+            ),
+            requester_deferrals: r.counter(
+                "requester_deferrals_total",
+                "Deliveries put back on the queue because their requester was at its in-flight limit.",
+            ),
+            events: r.counter_vec(
+                "events_total",
+                "Completion event deliveries, by destination and outcome.",
+                &["destination", "outcome"],
+            ),
+            events_undelivered: r.counter(
+                "events_undelivered_total",
+                "Completion events given up as undelivered, all destinations together.",
+            ),
             runtime_tasks: r.gauge(
                 "runtime_alive_tasks",
                 "Tasks alive in the async runtime when metrics were read.",
@@ -295,7 +330,7 @@ impl Metrics {
             let _ = self.visibility_extensions.with_label_values(&[outcome]);
             let _ = self.sweeps.with_label_values(&[outcome]);
         }
-        for action in ["redriven", "orphaned"] {
+        for action in ["redriven", "orphaned", "told"] {
             let _ = self.sweeper_actions.with_label_values(&[action]);
         }
     }

@@ -17,6 +17,8 @@ pub struct Prepared {
     pub layout: Layout,
     /// Recipients that passed the allow-list ([`recipients`]).
     pub recipients: Vec<EmailAddress>,
+    /// Event destinations ([`destinations`]).
+    pub destinations: Vec<String>,
 }
 
 /// Renders the query. Recipients were checked before, by [`recipients`].
@@ -25,6 +27,7 @@ pub fn prepare(
     request: &ExportRequest,
     recipients: Vec<EmailAddress>,
 ) -> Result<Prepared, JobError> {
+    let destinations = destinations(settings, request)?;
     let select = match &request.query {
         QuerySource::Template { name, params } => {
             let template = settings.templates.get(name).ok_or_else(|| {
@@ -51,23 +54,32 @@ pub fn prepare(
         select,
         layout: request.layout.unwrap_or(settings.archive.layout),
         recipients,
+        destinations,
     })
 }
 
 /// The request's recipients (or the configured defaults), each checked against the allow-list.
+/// Empty when the request is told by events only: it names destinations and no recipients,
+/// or it names neither and events go to a default destination while no default recipients
+/// are configured.
 pub fn recipients(
     settings: &Settings,
     request: &ExportRequest,
 ) -> Result<Vec<EmailAddress>, JobError> {
-    let recipients = if request.recipients.is_empty() {
-        parse_all(&settings.email.default_recipients)
-    } else {
+    let recipients = if !request.recipients.is_empty() {
         request.recipients.clone()
+    } else if !request.events.is_empty() {
+        return Ok(Vec::new());
+    } else {
+        parse_all(&settings.email.default_recipients)
     };
     if recipients.is_empty() {
+        if !settings.events.default.is_empty() {
+            return Ok(Vec::new());
+        }
         return Err(JobError::rejected(
             "no_recipients",
-            "the request names no recipients and none are configured",
+            "the request names no recipients or event destinations, and none are configured",
         ));
     }
     let allowed = &settings.email.allowed_domains;
@@ -81,6 +93,56 @@ pub fn recipients(
         ));
     }
     Ok(recipients)
+}
+
+/// Where the request's events go: the configured default destinations and those the request
+/// names, each of which must be configured (a name, never an address: the request cannot
+/// make the worker call anywhere it was not configured to).
+pub fn destinations(settings: &Settings, request: &ExportRequest) -> Result<Vec<String>, JobError> {
+    let configured = &settings.events.destinations;
+    if let Some(unknown) = request.events.iter().find(|n| !configured.contains_key(*n)) {
+        return Err(JobError::rejected(
+            "unknown_destination",
+            format!("no event destination named {unknown:?} is configured"),
+        ));
+    }
+    Ok(default_destinations(settings)
+        .into_iter()
+        .chain(request.events.iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
+
+/// Who is told that a request ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Audience {
+    /// Recipients that passed the allow-list, or the configured operators.
+    pub recipients: Vec<EmailAddress>,
+    /// Event destinations.
+    pub destinations: Vec<String>,
+}
+
+/// Who is told that `request` ended: its allow-listed recipients (the operators when its own
+/// were refused) and its event destinations (the defaults when it names an unknown one). For
+/// a request that could not be read: the operators and the default destinations.
+pub fn audience(settings: &Settings, request: Option<&ExportRequest>) -> Audience {
+    match request {
+        Some(r) => Audience {
+            recipients: recipients(settings, r).unwrap_or_else(|_| operator_recipients(settings)),
+            destinations: destinations(settings, r)
+                .unwrap_or_else(|_| default_destinations(settings)),
+        },
+        None => Audience {
+            recipients: operator_recipients(settings),
+            destinations: default_destinations(settings),
+        },
+    }
+}
+
+/// The destinations every event goes to.
+pub fn default_destinations(settings: &Settings) -> Vec<String> {
+    settings.events.default.clone()
 }
 
 /// The configured operator addresses, told when a request is rejected for its recipients.
@@ -108,6 +170,7 @@ mod tests {
             format: Format::Csv,
             layout: None,
             recipients: to.iter().map(|a| EmailAddress::parse(a).unwrap()).collect(),
+            events: Vec::new(),
             requested_by: None,
         }
     }
@@ -146,5 +209,42 @@ mod tests {
             "no_recipients"
         );
         assert_eq!(operator_recipients(&s)[0].to_string(), "ops@example.com");
+    }
+
+    #[test]
+    fn a_request_that_names_destinations_only_gets_no_email() {
+        let mut s = settings();
+        s.events.destinations.insert(
+            "replies".into(),
+            crate::config::Destination::Sqs {
+                queue_url: "http://127.0.0.1/q".into(),
+            },
+        );
+        let mut r = request(&[]);
+        r.events = vec!["replies".into()];
+        assert!(recipients(&s, &r).unwrap().is_empty());
+        assert_eq!(destinations(&s, &r).unwrap(), ["replies"]);
+        // Defaults join what the request names, once each.
+        s.events.default = vec!["replies".into()];
+        assert_eq!(destinations(&s, &r).unwrap(), ["replies"]);
+        // A request naming nothing, with no default recipients but a default destination:
+        // told by events only.
+        s.email.default_recipients.clear();
+        assert!(recipients(&s, &request(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unknown_destination_fails_the_request_and_its_event_goes_to_the_defaults() {
+        let mut s = settings();
+        s.events.default = vec!["replies".into()];
+        let mut r = request(&["a@example.com"]);
+        r.events = vec!["elsewhere".into()];
+        assert_eq!(
+            destinations(&s, &r).unwrap_err().code(),
+            "unknown_destination"
+        );
+        let told = audience(&s, Some(&r));
+        assert_eq!(told.destinations, ["replies"]);
+        assert_eq!(told.recipients[0].to_string(), "a@example.com");
     }
 }

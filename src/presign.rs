@@ -25,6 +25,25 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// A link to a request's archive under `key` in the archive bucket, downloading as
+/// `<request_id>.zip`, for `presign.expiry_secs`: what the email, the event and `status` give.
+pub async fn archive_link(
+    svc: &crate::services::Services,
+    key: &str,
+    request_id: &str,
+) -> Result<Link, JobError> {
+    let s = &svc.settings;
+    presign(
+        &svc.clients.s3,
+        svc.clients.sdk.credentials_provider().as_ref(),
+        &s.archive.bucket,
+        key,
+        &format!("{request_id}.zip"),
+        Duration::from_secs(s.presign.expiry_secs),
+    )
+    .await
+}
+
 /// The most SigV4 allows.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(604_800);
 

@@ -19,6 +19,9 @@ const MAX_STATEMENT_NAME: usize = 500;
 /// How often a running statement's request is read for a cancel (a GetItem each time).
 pub const CANCEL_CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// The longest pause after DescribeStatement calls that failed.
+pub const MAX_UNANSWERED_PAUSE: Duration = Duration::from_secs(60);
+
 /// A finished statement.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished {
@@ -88,18 +91,35 @@ impl Redshift {
         let s = &self.settings;
         let deadline = Instant::now() + Duration::from_secs(s.query_timeout_secs);
         let mut delays = Backoff::polling(s).delays();
+        let mut slower = Backoff::unanswered_polls(s).delays();
         let mut checked = Instant::now();
         loop {
             if let Some(delay) = delays.next() {
                 tokio::time::sleep(delay).await;
             }
-            let d = self
+            let described = self
                 .client
                 .describe_statement()
                 .id(id)
                 .send()
                 .await
-                .aws("redshift-data", "DescribeStatement")?;
+                .aws("redshift-data", "DescribeStatement");
+            let d = match described {
+                Ok(d) => {
+                    slower.reset();
+                    d
+                }
+                // Throttled (the account's DescribeStatement quota is shared by every replica)
+                // or a passing failure, after the SDK's own retries: the statement runs on
+                // regardless, so it is polled again, less often, until its deadline.
+                Err(e) if e.transient && Instant::now() < deadline => {
+                    let pause = slower.next().unwrap_or(MAX_UNANSWERED_PAUSE);
+                    tracing::warn!(statement_id = id, error = %e, retry_in_ms = pause.as_millis() as u64, "DescribeStatement failed; polling again later");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             match d.status() {
                 Some(StatusString::Finished) => {
                     return Ok(Finished {
@@ -125,6 +145,28 @@ impl Redshift {
             if Instant::now() >= deadline {
                 self.cancel(id).await;
                 return Err(JobError::QueryTimeout(s.query_timeout_secs));
+            }
+        }
+    }
+
+    /// Whether the statement is still queued or running (true when that cannot be told: a
+    /// statement is taken to run until it is seen to have ended).
+    pub async fn is_running(&self, id: &str) -> bool {
+        match self
+            .client
+            .describe_statement()
+            .id(id)
+            .send()
+            .await
+            .aws("redshift-data", "DescribeStatement")
+        {
+            Ok(d) => !matches!(
+                d.status(),
+                Some(StatusString::Finished | StatusString::Failed | StatusString::Aborted)
+            ),
+            Err(e) => {
+                tracing::debug!(statement_id = id, error = %e, "the statement's status could not be read");
+                true
             }
         }
     }

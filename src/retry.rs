@@ -31,6 +31,7 @@ pub mod step {
     pub const BUILD_ARCHIVE: &str = "build archive";
     pub const RECORD_TRANSITION: &str = "record transition";
     pub const SEND_EMAIL: &str = "send email";
+    pub const TAKE_SLOT: &str = "take slot";
     /// All of them (their series start at zero).
     pub const ALL: &[&str] = &[
         CREATE_STATE,
@@ -39,6 +40,7 @@ pub mod step {
         BUILD_ARCHIVE,
         RECORD_TRANSITION,
         SEND_EMAIL,
+        TAKE_SLOT,
     ];
 }
 
@@ -75,6 +77,25 @@ impl Backoff {
         jitter_percent: 25,
     };
 
+    /// Between tries for a fleet-wide slot while the fleet is at its cap: soon at first, then
+    /// every few seconds, with wide jitter so that waiting replicas do not try together.
+    pub const SLOT: Backoff = Backoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+        growth_percent: 150,
+        jitter_percent: 50,
+    };
+
+    /// Between deliveries of a completion event to a destination that failed: 1, 2, 4 s…,
+    /// long enough for a receiver's restart, short enough that the job does not hold its
+    /// slot for long (`events.max_attempts` bounds the count).
+    pub const EVENT: Backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+        growth_percent: 200,
+        jitter_percent: 25,
+    };
+
     /// Between DescribeStatement polls: starts at `redshift.poll_initial_ms` and grows by half
     /// each poll to `redshift.poll_max_ms`, so short queries finish fast and long ones cost
     /// one call every few seconds.
@@ -84,6 +105,18 @@ impl Backoff {
             max: Duration::from_millis(settings.poll_max_ms),
             growth_percent: 150,
             jitter_percent: 25,
+        }
+    }
+
+    /// Extra pauses after DescribeStatement calls that failed (throttled, most likely): from
+    /// `redshift.poll_max_ms`, doubling to a minute, so a fleet that overruns the account's
+    /// quota spreads its polls out instead of abandoning running statements.
+    pub fn unanswered_polls(settings: &RedshiftSettings) -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(settings.poll_max_ms),
+            max: crate::redshift::MAX_UNANSWERED_PAUSE,
+            growth_percent: 200,
+            jitter_percent: 50,
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::archive::Archiver;
 use crate::aws::Clients;
 use crate::config::Settings;
+use crate::events::Publisher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::notify::Mailer;
@@ -23,6 +24,8 @@ pub struct Services {
     pub archiver: Archiver,
     pub mailer: Mailer,
     pub templates: Templates,
+    /// Completion events to the configured destinations.
+    pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// Limits the CPU-bound archive stage independently of the job slots.
@@ -54,6 +57,7 @@ impl Services {
         );
         let mailer = Mailer::new(&settings.email, clients.sesv2.clone())?;
         let templates = Templates::load(&settings.email.templates)?;
+        let publisher = Publisher::new(&settings.events, &clients, &metrics)?;
         let health = Arc::new(Health::default());
         let archive_slots = tokio::sync::Semaphore::new(settings.worker.max_concurrent_archives);
         let retry = RetryPolicy::stage(&settings);
@@ -65,6 +69,7 @@ impl Services {
             archiver,
             mailer,
             templates,
+            publisher,
             metrics,
             health,
             archive_slots,

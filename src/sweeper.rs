@@ -32,6 +32,8 @@ const PER_SHARD: i32 = 100;
 pub struct Sweep {
     pub redriven: u32,
     pub orphaned: u32,
+    /// Ended requests whose events were still owed, told now.
+    pub told: u32,
 }
 
 /// Sweeps every `interval` (with up to 10 % jitter, so replicas spread out) until shutdown.
@@ -57,6 +59,7 @@ pub async fn run(svc: Arc<Services>, shutdown: Shutdown) {
                     tracing::info!(
                         redriven = done.redriven,
                         orphaned = done.orphaned,
+                        told = done.told,
                         "sweep found requests whose message had gone"
                     );
                 }
@@ -111,11 +114,26 @@ pub async fn sweep(svc: &Services) -> Result<Sweep, JobError> {
                 }
                 Err(e) => return Err(e),
             };
+            let span = tracing::info_span!("sweep", request_id = %request_id);
+            let _entered = span.enter();
+            if owes_events(&item, &cutoff) {
+                // Its job ended it and died before telling the destinations, and its message
+                // is gone (a redelivery would have told them).
+                match job::deliver_due(svc, &item).await {
+                    Ok(()) => {
+                        svc.metrics
+                            .sweeper_actions
+                            .with_label_values(&["told"])
+                            .inc();
+                        done.told += 1;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the events owed could not be recorded"),
+                }
+                continue;
+            }
             if !lost(&item, &cutoff) {
                 continue;
             }
-            let span = tracing::info_span!("sweep", request_id = %request_id);
-            let _entered = span.enter();
             match settle(svc, item).await? {
                 Some(Action::Redriven) => done.redriven += 1,
                 Some(Action::Orphaned) => done.orphaned += 1,
@@ -124,6 +142,11 @@ pub async fn sweep(svc: &Services) -> Result<Sweep, JobError> {
         }
     }
     Ok(done)
+}
+
+/// Ended, still owing events, and not moved since `cutoff`.
+fn owes_events(item: &StateItem, cutoff: &str) -> bool {
+    item.status.is_terminal() && !item.events_due.is_empty() && item.updated_at.as_str() < cutoff
 }
 
 /// Open, not moved since `cutoff`, and no live job holds it.
@@ -194,10 +217,7 @@ async fn settle(svc: &Services, item: StateItem) -> Result<Option<Action>, JobEr
             .inc();
         return Ok(Some(Action::Redriven));
     }
-    let recipients = match &request {
-        Some(r) => policy::recipients(s, r).unwrap_or_else(|_| policy::operator_recipients(s)),
-        None => policy::operator_recipients(s),
-    };
+    let audience = policy::audience(s, request.as_ref());
     let e = JobError::rejected(
         "orphaned",
         format!(
@@ -207,7 +227,7 @@ async fn settle(svc: &Services, item: StateItem) -> Result<Option<Action>, JobEr
         ),
     );
     let query = item.query.clone().unwrap_or_default();
-    match job::fail(svc, item, &request_id, &query, &recipients, e).await {
+    match job::fail(svc, item, &request_id, &query, &audience, e).await {
         job::Outcome::Finished(_) => {
             svc.metrics
                 .sweeper_actions

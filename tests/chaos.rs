@@ -1,9 +1,10 @@
 //! Chaos: several workers on one queue, one of them SIGKILLed and restarted every few
 //! seconds, every AWS service behind a proxy that fails requests, loses responses after the
 //! write and cuts connections, the Data API throttling and failing, mixed templates, layouts
-//! and formats, and duplicate deliveries. Whatever happens, every request must end
-//! COMPLETED, exported by exactly one UNLOAD into one archive whose rows are the source's,
-//! with the queues empty and duplicate emails rare.
+//! and formats, and duplicate deliveries, under a fleet-wide cap of two running statements.
+//! Whatever happens, every request must end COMPLETED, exported by exactly one UNLOAD into one
+//! archive whose rows are the source's, with the queues empty, duplicate emails rare, the
+//! emulator never running more statements than the cap, and no statement slot left held.
 //!
 //! CI runs it small (the defaults below); `scripts/chaos` runs it at full size and
 //! docs/RELIABILITY.md records the figures. Sizes come from the environment:
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::*;
 use testkit::{FaultProxy, Faults, var};
+
+/// The fleet-wide cap on running statements the workers share.
+const STATEMENT_CAP: &str = "2";
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -201,6 +205,10 @@ async fn every_request_ends_completed_once_whatever_fails() {
         ("EXPORT_WORKER__SWEEPER__INTERVAL_SECS", "5"),
         ("EXPORT_WORKER__SWEEPER__IDLE_SECS", "40"),
         ("EXPORT_WORKER__LOGGING__FILTER", "warn"),
+        (
+            "EXPORT_WORKER__REDSHIFT__MAX_CONCURRENT_STATEMENTS",
+            STATEMENT_CAP,
+        ),
     ];
     let mut daemons = vec![Daemon::start(&overrides).await];
     for _ in 1..workers {
@@ -331,6 +339,15 @@ async fn every_request_ends_completed_once_whatever_fails() {
         "duplicate_emails": duplicate_emails,
         "duplicate_email_rate": duplicate_emails as f64 / requests as f64,
     });
+    // The cap held (statements here last a second or two, far less than the slot lease a
+    // killed worker's slot needs to lapse), and every slot was given back or has lapsed.
+    let (_, stats) = emulator.admin("GET", "stats", "").await;
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    let most = stats["max_running"].as_u64().unwrap();
+    let slots_left = statement_slots_held(&table).await;
+    let mut report = report;
+    report["max_statements_running"] = json!(most);
+    report["statement_slots_held_at_end"] = json!(slots_left);
     eprintln!("chaos figures: {report}");
     if let Ok(path) = std::env::var("CHAOS_REPORT") {
         std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
@@ -344,4 +361,39 @@ async fn every_request_ends_completed_once_whatever_fails() {
         aws.injected() > 0 && kills > 0,
         "the chaos happened: {report}"
     );
+    assert!(
+        most <= STATEMENT_CAP.parse().unwrap(),
+        "more statements at once than the cap: {report}"
+    );
+    assert_eq!(slots_left, 0, "no statement slot left held: {report}");
+}
+
+/// Statement slots still held by a live lease (a lapsed one is free to take).
+async fn statement_slots_held(table: &str) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    let item = dynamodb()
+        .get_item()
+        .table_name(table)
+        .key("request_id", A::S("#fleet".into()))
+        .key("sk", A::S("semaphore#statements".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    item.and_then(|i| i.get("holders").and_then(|h| h.as_m().ok()).cloned())
+        .unwrap_or_default()
+        .values()
+        .filter(|until| {
+            until
+                .as_n()
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|until| until >= now)
+        })
+        .count()
 }

@@ -292,16 +292,7 @@ async fn max_attempts_must_be_below_the_queues_max_receive_count() {
         .unwrap()
         .queue_url
         .unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let dlq_arn = queue_arn(&dlq).await;
     let queue = sqs
         .create_queue()
         .queue_name(&name)

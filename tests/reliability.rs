@@ -440,6 +440,9 @@ async fn lost_responses_cost_no_redelivery() {
             .await,
         250_000,
     ));
+    // A new request is created leased to its job; one already recorded (here by hand, as a
+    // redelivery finds it) is claimed with UpdateItem, whose response is lost too.
+    rids.push((recorded_then_sent(&daemon, 1201, 1250).await, 50));
     for (rid, rows) in &rids {
         let state = wait_terminal(rid, 120).await;
         assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
@@ -475,6 +478,37 @@ async fn lost_responses_cost_no_redelivery() {
         rids.len() as f64,
         "each message received once: no request waited for a redelivery ({lost:?})"
     );
+}
+
+/// Records an `orders_between` request in QUEUED with no lease, as a worker that died right
+/// after creating it leaves it, then sends its message; returns its request id.
+async fn recorded_then_sent(daemon: &Daemon, first: u32, last: u32) -> String {
+    use redshift_export_worker::message::{self, CompatSettings};
+    use redshift_export_worker::state::StateStore;
+    let rid = testkit::unique("req");
+    let body = json!({"version": 1, "request_id": rid, "query": "orders_between",
+                      "params": {"first": first, "last": last}})
+    .to_string();
+    let request = message::parse(
+        body.as_bytes(),
+        "unused",
+        256 * 1024,
+        &CompatSettings::default(),
+    )
+    .unwrap();
+    let store = StateStore::new(dynamodb(), var("DEVSTACK_TABLE"), 1, "test-worker".into());
+    store
+        .create_or_load(
+            &request.request_id,
+            request.query_name(),
+            None,
+            &request.fingerprinted(),
+            None,
+        )
+        .await
+        .unwrap();
+    daemon.send(&body).await;
+    rid
 }
 
 /// Makes `rid` look lost for longer than any sweeper.idle_secs: it last moved long ago, its
@@ -624,7 +658,7 @@ async fn a_cancel_asked_between_stages_stops_the_next_transition_but_not_the_end
         fingerprint: "cancel-test".into(),
     };
     let item = store
-        .create_or_load(&rid, "sample", None, &asked)
+        .create_or_load(&rid, "sample", None, &asked, None)
         .await
         .unwrap();
     // The worker holds `item` (not cancelled) when the cancel arrives: no read before the next

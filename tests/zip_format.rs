@@ -1,11 +1,11 @@
 //! The hand-written ZIP records where ZIP64 is required: more than 65,535 entries (checked by
-//! `unzip -t` and Python's zipfile reading a real archive) and sizes of 4 GiB and more (checked
-//! record by record, and by a real `single` entry of 4.4 GB joined from two gzip parts that
-//! `unzip -t` and Python's zipfile read back byte for byte).
+//! `unzip -t`, Python's zipfile and the `zip` crate reading a real archive) and sizes of 4 GiB
+//! and more (checked record by record, and by a real `single` entry of 4.4 GB joined from two
+//! gzip parts that `unzip -t`, Python's zipfile and the `zip` crate read back byte for byte).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use redshift_export_worker::archive::join::{self, Joiner};
@@ -92,6 +92,15 @@ fn more_than_65535_entries_use_zip64_end_records_that_readers_accept() {
         &path,
     );
     assert_eq!(python, format!("{count} {}", count - 1));
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(archive.len(), count as usize);
+    for i in [0, 65_535, 65_536, count - 1] {
+        let mut entry = archive.by_index(i as usize).unwrap();
+        assert_eq!(entry.name(), format!("part_{i:05}.csv"));
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        assert_eq!(text, format!("{i}\n"));
+    }
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -204,6 +213,29 @@ fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() 
              print(info.file_size, n)",
         &path,
     );
-    std::fs::remove_file(&path).unwrap();
     assert_eq!(python, format!("{size} {}", size - header.len() as u64));
+
+    // The zip crate checks the entry's CRC-32 when its end is read.
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let mut entry = archive.by_index(0).unwrap();
+    assert_eq!((entry.name(), entry.size()), ("export.csv", size));
+    let mut head = [0u8; 8];
+    entry.read_exact(&mut head).unwrap();
+    assert_eq!(&head, header);
+    // Reads end anywhere: each is compared with the pattern from the offset it starts at.
+    let expected = block.repeat(41);
+    let mut chunk = vec![0u8; block.len() * 40];
+    let mut read = 0u64;
+    loop {
+        let n = entry.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        let at = (read % block.len() as u64) as usize;
+        assert!(chunk[..n] == expected[at..at + n], "bytes from {read}");
+        read += n as u64;
+    }
+    assert_eq!(read, size - header.len() as u64);
+    drop(entry);
+    std::fs::remove_file(&path).unwrap();
 }

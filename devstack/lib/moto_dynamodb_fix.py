@@ -7,7 +7,7 @@ other clients committed meanwhile: a committed transition disappears (seen with 
 workers on one table). DynamoDB never does that: a transaction is atomic and isolated, and a
 failed one writes nothing.
 
-Three changes, applied by `install()` before the server starts:
+Four changes, applied by `install()` before the server starts:
 1. Every DynamoDB request runs under one lock, so no request sees or interleaves with half a
    transaction (requests to the other services are not affected).
 2. A failed transaction undoes only the items it wrote, from copies of those items taken just
@@ -17,6 +17,9 @@ Three changes, applied by `install()` before the server starts:
    token of one that succeeded within the last 10 minutes succeeds again without writing
    anything (so a retry after a lost response is not a failed condition), and the same token
    with other parameters is an `IdempotentParameterMismatchException`. moto ignores the token.
+4. `size(path)` of an attribute the item does not have makes the comparison false, as in
+   DynamoDB (a conditional write then fails its condition); moto raises an internal error
+   (HTTP 500) instead, e.g. for `size(holders) < :cap` on an item not created yet.
 
 tests/python/test_moto_dynamodb.py hammers conditional transactions from many threads and
 checks that no committed write is lost.
@@ -39,7 +42,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.comparisons import FuncSize, get_filter_expression
 from moto.core.responses import ActionResult
 from moto.dynamodb.responses import DynamoHandler
 
@@ -203,4 +206,17 @@ def install():
     DynamoDBBackend.transact_write_items = transact_write_items
     DynamoHandler.transact_write_items = _with_token(DynamoHandler.transact_write_items)
     DynamoHandler.call_action = _locked(DynamoHandler.call_action)
+    FuncSize.expr = _size_of_missing_is_none(FuncSize.expr)
     DynamoDBBackend._devstack_fixed = True
+
+
+def _size_of_missing_is_none(expr):
+    """size() of a missing attribute: None, which moto's comparisons take as false."""
+
+    @functools.wraps(expr)
+    def wrapper(self, item):
+        if self.attr.get_type(item) is None:
+            return None
+        return expr(self, item)
+
+    return wrapper

@@ -71,6 +71,23 @@ def main():
             pass
     print(f"  SES identity {sender} and its domain")
 
+    # Completion events: a reply queue (SQS destination), and a topic (SNS destination) with a
+    # queue subscribed to it, raw delivery, so what the topic publishes can be read back.
+    events_url = sqs.create_queue(QueueName=env["DEVSTACK_EVENTS_QUEUE_NAME"])["QueueUrl"]
+    sns = boto3.client("sns")
+    topic_arn = sns.create_topic(Name=env["DEVSTACK_EVENTS_TOPIC_NAME"])["TopicArn"]
+    subscriber_url = sqs.create_queue(QueueName=env["DEVSTACK_EVENTS_TOPIC_NAME"] + "-subscriber")["QueueUrl"]
+    subscriber_arn = sqs.get_queue_attributes(QueueUrl=subscriber_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    subscribed = {s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]}
+    if subscriber_arn not in subscribed:
+        sns.subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=subscriber_arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+    print(f"  event queue {events_url}; topic {topic_arn} with {subscriber_url} subscribed")
+
 
 if __name__ == "__main__":
     main()

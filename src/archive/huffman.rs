@@ -1,7 +1,8 @@
-//! Canonical Huffman codes as lookup tables, and what DEFLATE's symbols mean
-//! (RFC 1951 §3.2): the decoding tables of [`super::inflate`].
+//! Canonical Huffman codes as lookup tables, what DEFLATE's symbols mean, and the reading of a
+//! dynamic block's code descriptions into its tables (RFC 1951 §3.2): the decoding tables of
+//! [`super::inflate`].
 
-use super::inflate::InflateError;
+use super::inflate::{InflateError, peek};
 
 /// Longest code: 15 bits.
 pub(super) const MAX_CODE: u32 = 15;
@@ -171,4 +172,77 @@ pub(super) fn distance_meaning(symbol: usize) -> (u32, u32, u32) {
         ),
         _ => (KIND_INVALID, 0, 0),
     }
+}
+
+/// Order in which the code-length code's lengths are stored.
+const CLEN_ORDER: [usize; 19] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+/// Reads a dynamic block's code descriptions (RFC 1951 §3.2.7) from `bit` on and builds its
+/// tables; returns the bit after them.
+pub(super) fn read_dynamic_header(
+    input: &[u8],
+    mut bit: usize,
+    literals: &mut Table,
+    distances: &mut Table,
+) -> Result<usize, InflateError> {
+    let bits = peek(input, bit);
+    let nlit = 257 + (bits & 0x1f) as usize;
+    let ndist = 1 + ((bits >> 5) & 0x1f) as usize;
+    let nclen = 4 + ((bits >> 10) & 0xf) as usize;
+    bit += 14;
+    if nlit > 286 || ndist > 30 {
+        return Err(InflateError("too many length or distance codes"));
+    }
+    let mut clen = [0u8; 19];
+    for &i in &CLEN_ORDER[..nclen] {
+        clen[i] = (peek(input, bit) & 7) as u8;
+        bit += 3;
+    }
+    let mut code_lengths = Table::new(7);
+    code_lengths.build(&clen, |s| (KIND_LITERAL, 0, s as u32))?;
+    // Codes of at most 7 bits fill every entry of a 7-bit table only when complete, and
+    // zlib accepts no incomplete code-length code.
+    if code_lengths
+        .entries
+        .iter()
+        .any(|e| kind_of(*e) == KIND_INVALID)
+    {
+        return Err(InflateError("incomplete code length code"));
+    }
+    let mut lengths = [0u8; 286 + 30];
+    let mut n = 0;
+    while n < nlit + ndist {
+        let bits = peek(input, bit);
+        let e = code_lengths.lookup(bits);
+        if kind_of(e) == KIND_INVALID {
+            return Err(InflateError("invalid code length code"));
+        }
+        bit += len_of(e);
+        let rest = bits >> len_of(e);
+        let (value, repeat, extra) = match value_of(e) {
+            l @ 0..=15 => (l as u8, 1, 0),
+            16 => {
+                let Some(previous) = n.checked_sub(1).map(|p| lengths[p]) else {
+                    return Err(InflateError("repeat with no previous length"));
+                };
+                (previous, 3 + (rest & 3) as usize, 2)
+            }
+            17 => (0, 3 + (rest & 7) as usize, 3),
+            _ => (0, 11 + (rest & 0x7f) as usize, 7),
+        };
+        bit += extra;
+        if n + repeat > nlit + ndist {
+            return Err(InflateError("too many code lengths"));
+        }
+        lengths[n..n + repeat].fill(value);
+        n += repeat;
+    }
+    if lengths[256] == 0 {
+        return Err(InflateError("no end-of-block code"));
+    }
+    literals.build(&lengths[..nlit], literal_meaning)?;
+    distances.build(&lengths[nlit..nlit + ndist], distance_meaning)?;
+    Ok(bit)
 }

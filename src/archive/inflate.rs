@@ -14,8 +14,8 @@
 use std::ops::ControlFlow;
 
 use super::huffman::{
-    KIND_DISTANCE, KIND_END, KIND_INVALID, KIND_LENGTH, KIND_LITERAL, Table, distance_meaning,
-    extra_of, kind_of, len_of, literal_meaning, value_of,
+    KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, Table, distance_meaning, extra_of, kind_of,
+    len_of, literal_meaning, read_dynamic_header, value_of,
 };
 
 /// How far back a DEFLATE back-reference may reach.
@@ -34,11 +34,6 @@ const MAX_HEADER_BYTES: usize = 600;
 const LIT_BITS: u32 = 10;
 const DIST_BITS: u32 = 9;
 
-/// Order in which the code-length code's lengths are stored.
-const CLEN_ORDER: [usize; 19] = [
-    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-];
-
 /// What is wrong with a DEFLATE stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid DEFLATE data: {0}")]
@@ -55,7 +50,7 @@ pub enum Progress {
 
 /// 64 bits of `input` from bit `pos` on (at least 57 meaningful), zeros past its end.
 #[inline(always)]
-fn peek(input: &[u8], pos: usize) -> u64 {
+pub(super) fn peek(input: &[u8], pos: usize) -> u64 {
     let p = pos >> 3;
     let word = match input.get(p..).and_then(|s| s.first_chunk::<8>()) {
         Some(w) => u64::from_le_bytes(*w),
@@ -96,8 +91,9 @@ pub struct Inflate {
     end: usize,
     /// Start of the data in `out` not yet handed out.
     fresh: usize,
-    /// Data bytes produced by this stream.
-    total: u64,
+    /// Data bytes of this stream moved out of `out` to make room: the stream has produced
+    /// `dropped + end` bytes.
+    dropped: u64,
 }
 
 impl Inflate {
@@ -110,10 +106,11 @@ impl Inflate {
             cleared_at: None,
             literals: Table::new(LIT_BITS),
             distances: Table::new(DIST_BITS),
-            out: vec![0; WINDOW + CHUNK + MAX_MATCH],
+            // A match may write up to 7 bytes past its end (`copy_match`).
+            out: vec![0; WINDOW + CHUNK + MAX_MATCH + 8],
             end: 0,
             fresh: 0,
-            total: 0,
+            dropped: 0,
         }
     }
 
@@ -176,7 +173,7 @@ impl Inflate {
 
     /// Data bytes this stream has produced.
     pub fn total_out(&self) -> u64 {
-        self.total
+        self.dropped + self.end as u64
     }
 
     /// Forgets the stream so that another one can be decoded.
@@ -186,7 +183,7 @@ impl Inflate {
         self.cleared_at = None;
         self.end = 0;
         self.fresh = 0;
-        self.total = 0;
+        self.dropped = 0;
     }
 
     fn after_block(&self) -> State {
@@ -248,66 +245,8 @@ impl Inflate {
     }
 
     /// Reads a dynamic block's code descriptions and builds its tables.
-    fn dynamic_header(&mut self, input: &[u8], mut bit: usize) -> Result<usize, InflateError> {
-        let bits = peek(input, bit);
-        let nlit = 257 + (bits & 0x1f) as usize;
-        let ndist = 1 + ((bits >> 5) & 0x1f) as usize;
-        let nclen = 4 + ((bits >> 10) & 0xf) as usize;
-        bit += 14;
-        if nlit > 286 || ndist > 30 {
-            return Err(InflateError("too many length or distance codes"));
-        }
-        let mut clen = [0u8; 19];
-        for &i in &CLEN_ORDER[..nclen] {
-            clen[i] = (peek(input, bit) & 7) as u8;
-            bit += 3;
-        }
-        let mut code_lengths = Table::new(7);
-        code_lengths.build(&clen, |s| (KIND_LITERAL, 0, s as u32))?;
-        // Codes of at most 7 bits fill every entry of a 7-bit table only when complete, and
-        // zlib accepts no incomplete code-length code.
-        if code_lengths
-            .entries
-            .iter()
-            .any(|e| kind_of(*e) == KIND_INVALID)
-        {
-            return Err(InflateError("incomplete code length code"));
-        }
-        let mut lengths = [0u8; 286 + 30];
-        let mut n = 0;
-        while n < nlit + ndist {
-            let bits = peek(input, bit);
-            let e = code_lengths.lookup(bits);
-            if kind_of(e) == KIND_INVALID {
-                return Err(InflateError("invalid code length code"));
-            }
-            bit += len_of(e);
-            let rest = bits >> len_of(e);
-            let (value, repeat, extra) = match value_of(e) {
-                l @ 0..=15 => (l as u8, 1, 0),
-                16 => {
-                    let Some(previous) = n.checked_sub(1).map(|p| lengths[p]) else {
-                        return Err(InflateError("repeat with no previous length"));
-                    };
-                    (previous, 3 + (rest & 3) as usize, 2)
-                }
-                17 => (0, 3 + (rest & 7) as usize, 3),
-                _ => (0, 11 + (rest & 0x7f) as usize, 7),
-            };
-            bit += extra;
-            if n + repeat > nlit + ndist {
-                return Err(InflateError("too many code lengths"));
-            }
-            lengths[n..n + repeat].fill(value);
-            n += repeat;
-        }
-        if lengths[256] == 0 {
-            return Err(InflateError("no end-of-block code"));
-        }
-        self.literals.build(&lengths[..nlit], literal_meaning)?;
-        self.distances
-            .build(&lengths[nlit..nlit + ndist], distance_meaning)?;
-        Ok(bit)
+    fn dynamic_header(&mut self, input: &[u8], bit: usize) -> Result<usize, InflateError> {
+        read_dynamic_header(input, bit, &mut self.literals, &mut self.distances)
     }
 
     /// Decodes a Huffman-coded block. `Continue` with the bit after its end-of-block code,
@@ -322,18 +261,22 @@ impl Inflate {
     ) -> Result<ControlFlow<usize, usize>, InflateError> {
         let avail = input.len() * 8;
         // Without `complete`, stop where a whole sequence (and the word read for it) might not
-        // be there any more.
+        // be there any more; with it, past the end of the input.
         let limit = if complete {
-            usize::MAX
+            avail
         } else {
-            avail.saturating_sub(MAX_SEQUENCE_BITS + 64)
+            match avail.checked_sub(MAX_SEQUENCE_BITS + 64) {
+                Some(limit) if limit > 0 => limit,
+                _ => return Ok(ControlFlow::Break(bit)),
+            }
         };
         loop {
-            if bit > limit || (limit == 0 && !complete) {
-                return Ok(ControlFlow::Break(bit));
-            }
-            if bit > avail {
-                return Err(InflateError("truncated stream"));
+            if bit > limit {
+                return if complete {
+                    Err(InflateError("truncated stream"))
+                } else {
+                    Ok(ControlFlow::Break(bit))
+                };
             }
             if self.end > WINDOW + CHUNK {
                 self.make_room(data);
@@ -345,7 +288,6 @@ impl Inflate {
                 KIND_LITERAL => {
                     self.out[self.end] = value_of(e) as u8;
                     self.end += 1;
-                    self.total += 1;
                     bit += used;
                     // Literals come in runs: the word read holds two more codes (at least
                     // 57 - 15 - 15 bits are left after the second), and two more bytes always
@@ -358,11 +300,9 @@ impl Inflate {
                         if kind_of(third) == KIND_LITERAL {
                             self.out[self.end + 1] = value_of(third) as u8;
                             self.end += 2;
-                            self.total += 2;
                             bit += len_of(second) + len_of(third);
                         } else {
                             self.end += 1;
-                            self.total += 1;
                             bit += len_of(second);
                         }
                     }
@@ -379,7 +319,9 @@ impl Inflate {
                     let distance =
                         value_of(d) + ((bits >> len_of(d)) & ((1 << dextra) - 1)) as usize;
                     bit += used + extra as usize + len_of(d) + dextra as usize;
-                    if distance as u64 > self.total || distance > self.end {
+                    // Until `out` first makes room, `end` is all the stream produced; after,
+                    // `end` is at least the window, which no distance exceeds.
+                    if distance > self.end {
                         return Err(InflateError("distance too far back"));
                     }
                     self.copy_match(distance, length);
@@ -394,11 +336,21 @@ impl Inflate {
     }
 
     /// Appends `length` bytes copied from `distance` back (the source may overlap the copy).
+    /// From 8 bytes back on, it copies 8 bytes at a time, each read from bytes already
+    /// written, and may write up to 7 bytes past the match (room `out` keeps; they are
+    /// overwritten by what follows).
     #[inline(always)]
     fn copy_match(&mut self, distance: usize, length: usize) {
         let (mut from, mut to) = (self.end - distance, self.end);
         let stop = to + length;
-        if distance == 1 {
+        if distance >= 8 {
+            while to < stop {
+                let word: [u8; 8] = self.out[from..from + 8].try_into().unwrap_or([0; 8]);
+                self.out[to..to + 8].copy_from_slice(&word);
+                from += 8;
+                to += 8;
+            }
+        } else if distance == 1 {
             let byte = self.out[from];
             self.out[to..stop].fill(byte);
         } else {
@@ -410,7 +362,6 @@ impl Inflate {
             }
         }
         self.end = stop;
-        self.total += length as u64;
     }
 
     fn copy_stored(&mut self, mut bytes: &[u8], data: &mut impl FnMut(&[u8])) {
@@ -421,7 +372,6 @@ impl Inflate {
             let n = bytes.len().min(self.out.len() - self.end);
             self.out[self.end..self.end + n].copy_from_slice(&bytes[..n]);
             self.end += n;
-            self.total += n as u64;
             bytes = &bytes[n..];
         }
     }
@@ -430,6 +380,7 @@ impl Inflate {
     fn make_room(&mut self, data: &mut impl FnMut(&[u8])) {
         self.hand_out(data);
         self.out.copy_within(self.end - WINDOW..self.end, 0);
+        self.dropped += (self.end - WINDOW) as u64;
         self.end = WINDOW;
         self.fresh = WINDOW;
     }

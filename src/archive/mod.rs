@@ -9,9 +9,10 @@
 //! - `parts`: one entry per part, each gzip member's DEFLATE body copied as it is and verified
 //!   ([`deflate::PassThrough`]).
 //!
-//! A part that cannot be passed through (several gzip members in `parts`; anything the
-//! joining decoder refuses in `single`) makes the archive be built again with recompression,
-//! where zlib decodes the parts and judges whether they are corrupt.
+//! A part of several gzip members is joined member by member in either layout (in `parts` it
+//! stays an entry of its own, closed with a final block). A part the joining decoder refuses
+//! makes the archive be built again with recompression, where zlib decodes the parts and
+//! judges whether they are corrupt ([`Archived::recompressed`] says why).
 //! - Zero rows (no manifest, or one without entries): one empty CSV, with its header when the
 //!   columns are known.
 
@@ -23,6 +24,7 @@ pub mod join;
 mod limits;
 mod manifest;
 mod parts;
+mod recompress;
 pub mod sink;
 pub mod zip;
 
@@ -58,6 +60,23 @@ pub struct Plan<'a> {
 pub struct Archived {
     pub key: String,
     pub bytes: u64,
+    pub rows: u64,
+    /// SHA-256 of the archive object, lowercase hex, computed while it streamed.
+    pub sha256: String,
+    /// Its entries, in order.
+    pub entries: Vec<ArchivedEntry>,
+    /// Why the archive had to be built again with recompression, when it had to.
+    pub recompressed: Option<String>,
+}
+
+/// One entry of a written archive: what a receiver checks what it unpacked against.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchivedEntry {
+    pub name: String,
+    pub crc32: u32,
+    /// Uncompressed size.
+    pub bytes: u64,
+    /// Data rows (without a header line).
     pub rows: u64,
 }
 
@@ -142,7 +161,10 @@ impl Archiver {
                     "a part cannot be passed through; building the archive again with recompression"
                 );
                 match self.write(plan, manifest.as_ref(), Mode::Recompress).await {
-                    Ok(done) => Ok(done),
+                    Ok(done) => Ok(Archived {
+                        recompressed: Some(reason),
+                        ..done
+                    }),
                     Err(BuildError::Job(e)) => Err(e),
                     Err(BuildError::Fallback(reason)) => Err(JobError::Archive(reason)),
                 }
@@ -161,9 +183,16 @@ impl Archiver {
         let mut sink =
             MultipartSink::start(self.s3.clone(), &self.settings, key.clone(), &filename);
         match self.write_entries(plan, manifest, mode, &mut sink).await {
-            Ok(rows) => {
-                let bytes = sink.finish().await?;
-                Ok(Archived { key, bytes, rows })
+            Ok(entries) => {
+                let written = sink.finish().await?;
+                Ok(Archived {
+                    key,
+                    bytes: written.bytes,
+                    rows: entries.iter().map(|e| e.rows).sum(),
+                    sha256: written.sha256,
+                    entries,
+                    recompressed: None,
+                })
             }
             Err(e) => {
                 sink.abort().await;
@@ -172,14 +201,14 @@ impl Archiver {
         }
     }
 
-    /// Writes every entry and the central directory; returns the data rows.
+    /// Writes every entry and the central directory; returns the entries with their rows.
     async fn write_entries(
         &self,
         plan: Plan<'_>,
         manifest: Option<&Manifest>,
         mode: Mode,
         sink: &mut MultipartSink,
-    ) -> Result<u64, BuildError> {
+    ) -> Result<Vec<ArchivedEntry>, BuildError> {
         let entries = manifest.map(|m| m.entries.as_slice()).unwrap_or_default();
         let columns: Vec<&str> = manifest
             .and_then(|m| m.schema.as_ref())
@@ -244,20 +273,38 @@ impl Archiver {
                 zip.finish_entry(crc, csize, usize, &mut out);
             }
         }
-        zip.finish(&mut out);
+        let written = zip.finish(&mut out);
         sink.write(&mut out).await?;
 
-        let records: u64 = entries
-            .iter()
-            .filter_map(|e| e.meta.as_ref()?.record_count)
-            .sum();
         // `parts` CSV is unloaded with HEADER, which Redshift counts as a record of each file.
-        let headers = if plan.layout == Layout::Parts && plan.format == Format::Csv {
-            entries.len() as u64
+        let header = u64::from(plan.layout == Layout::Parts && plan.format == Format::Csv);
+        let rows: Vec<u64> = entries
+            .iter()
+            .map(|e| {
+                e.meta
+                    .as_ref()
+                    .and_then(|m| m.record_count)
+                    .unwrap_or(0)
+                    .saturating_sub(header)
+            })
+            .collect();
+        // One entry per part in `parts`; otherwise one entry holding every row.
+        let one_entry = [rows.iter().sum()];
+        let rows = if written.len() == rows.len() {
+            rows.as_slice()
         } else {
-            0
+            &one_entry
         };
-        Ok(records.saturating_sub(headers))
+        Ok(written
+            .into_iter()
+            .zip(rows)
+            .map(|(e, &rows)| ArchivedEntry {
+                name: e.name,
+                crc32: e.crc32,
+                bytes: e.bytes,
+                rows,
+            })
+            .collect())
     }
 
     /// Deletes everything an attempt unloaded, a page of keys per DeleteObjects call (best

@@ -11,8 +11,11 @@
 //! it is one batch. A
 //! single large part is decoded by one thread; many parts use every core.
 //!
-//! Recompression (the fallback) reads each part once, inflating and compressing in order.
+//! A part of several gzip members in `parts` is read a third time, joined member by member.
+//! Recompression, the fallback, is in `recompress.rs`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
@@ -20,14 +23,14 @@ use aws_sdk_s3::primitives::ByteStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::JoinQueue;
 
-use super::deflate::{Gunzip, PassError, PassThrough, Recompressor};
-use super::edits::Edits;
+use super::deflate::{PassError, PassThrough};
+use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
 use super::sink::MultipartSink;
 use super::zip::ZipWriter;
-use super::{Archiver, BuildError, Plan, archive_io, corrupt, stream_error};
+use super::{Archiver, BuildError, Plan, corrupt, stream_error};
 use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
 
@@ -100,16 +103,27 @@ fn refused(part: &str, e: JoinError) -> BuildError {
     BuildError::Fallback(format!("{part}: {e}"))
 }
 
-/// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
-/// each batch.
-async fn plan<C: Codec>(
+/// A part of the upload bucket to decode, with the export's budget and the process's decoder
+/// permits.
+#[derive(Clone)]
+struct Part {
     s3: Client,
     bucket: String,
     key: String,
-    mut codec: C,
     budget: Budget,
     permits: Arc<Semaphore>,
-) -> Result<Planned, BuildError> {
+}
+
+/// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
+/// each batch.
+async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
+    let Part {
+        s3,
+        bucket,
+        key,
+        budget,
+        permits,
+    } = part;
     let out = s3
         .get_object()
         .bucket(&bucket)
@@ -173,19 +187,48 @@ async fn plan<C: Codec>(
     })
 }
 
-/// Parts being decoded ahead of the writer, handed out in manifest order.
-struct Ahead<C> {
-    keys: std::vec::IntoIter<String>,
-    queue: JoinQueue<Result<Planned, BuildError>>,
-    make: fn() -> C,
+/// How a part is decoded for its layout.
+type Planner = fn(Part) -> Planning;
+type Planning = Pin<Box<dyn Future<Output = Result<Planned, BuildError>> + Send>>;
+
+/// A part to be joined into the `single` entry.
+fn joined(part: Part) -> Planning {
+    Box::pin(plan(part, Joiner::recording()))
 }
 
-impl<C: Codec> Ahead<C> {
-    fn new(archiver: &Archiver, keys: Vec<String>, budget: &Budget, make: fn() -> C) -> Self {
+/// A part to be an entry of its own: its DEFLATE body passed through, or, when it has several
+/// gzip members, read again and joined member by member and closed with a final block —
+/// only that part is read again, nothing is recompressed.
+fn passed(part: Part) -> Planning {
+    Box::pin(async move {
+        let first = plan(part.clone(), PassThrough::default()).await;
+        let Err(BuildError::Fallback(reason)) = first else {
+            return first;
+        };
+        tracing::debug!(%reason, "joining the part's gzip members");
+        let mut planned = plan(part, Joiner::recording()).await?;
+        planned.edits.push(Edit::Insert {
+            at: planned.length,
+            bytes: join::LAST_BLOCK.to_vec(),
+        });
+        planned.compressed += join::LAST_BLOCK.len() as u64;
+        Ok(planned)
+    })
+}
+
+/// Parts being decoded ahead of the writer, handed out in manifest order.
+struct Ahead {
+    keys: std::vec::IntoIter<String>,
+    queue: JoinQueue<Result<Planned, BuildError>>,
+    planner: Planner,
+}
+
+impl Ahead {
+    fn new(archiver: &Archiver, keys: Vec<String>, budget: &Budget, planner: Planner) -> Self {
         let mut ahead = Ahead {
             keys: keys.into_iter(),
             queue: JoinQueue::new(),
-            make,
+            planner,
         };
         // One more than can decode at once, so a permit never waits for a GET to start.
         for _ in 0..=archiver.decode_threads {
@@ -196,14 +239,13 @@ impl<C: Codec> Ahead<C> {
 
     fn spawn(&mut self, archiver: &Archiver, budget: &Budget) {
         if let Some(key) = self.keys.next() {
-            self.queue.spawn(plan(
-                archiver.s3.clone(),
-                archiver.upload_bucket.clone(),
+            self.queue.spawn((self.planner)(Part {
+                s3: archiver.s3.clone(),
+                bucket: archiver.upload_bucket.clone(),
                 key,
-                (self.make)(),
-                budget.clone(),
-                archiver.decoders.clone(),
-            ));
+                budget: budget.clone(),
+                permits: archiver.decoders.clone(),
+            }));
         }
     }
 
@@ -290,7 +332,7 @@ impl Archiver {
     ) -> Result<(), BuildError> {
         let keys = self.keys(plan, entries)?;
         let count = keys.len();
-        let mut ahead = Ahead::new(self, keys, budget, PassThrough::default);
+        let mut ahead = Ahead::new(self, keys, budget, passed);
         for _ in 0..count {
             let planned = ahead.next(self, budget).await?;
             budget.check(&planned.key, planned.length, planned.size)?;
@@ -329,7 +371,7 @@ impl Archiver {
         let mut size = header.len() as u64;
         let keys = self.keys(plan, entries)?;
         let count = keys.len();
-        let mut ahead = Ahead::new(self, keys, budget, Joiner::recording);
+        let mut ahead = Ahead::new(self, keys, budget, joined);
         for _ in 0..count {
             let planned = ahead.next(self, budget).await?;
             budget.check(&planned.key, planned.length, planned.size)?;
@@ -346,80 +388,5 @@ impl Archiver {
         compressed += join::LAST_BLOCK.len() as u64;
         zip.write(&raw, out);
         Ok((crc.finalize(), compressed, size))
-    }
-
-    async fn get(&self, key: &str) -> Result<ByteStream, JobError> {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.upload_bucket)
-            .key(key)
-            .send()
-            .await
-            .aws("s3", "GetObject")?;
-        Ok(out.body)
-    }
-
-    /// One part as an entry of its own, inflated and compressed again.
-    pub(super) async fn recompress(
-        &self,
-        part: &str,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-        budget: &mut Budget,
-    ) -> Result<(u32, u64, u64), BuildError> {
-        let mut rec = Recompressor::new(self.settings.compression_level);
-        self.inflate_part(part, &mut rec, zip, out, sink, budget)
-            .await?;
-        let mut tail = Vec::new();
-        let sizes = rec.finish_into(&mut tail).map_err(archive_io)?;
-        zip.write(&tail, out);
-        Ok(sizes)
-    }
-
-    /// Streams one gzip part (any number of members) into `rec`, passing the compressed
-    /// output on to the zip and the sink as it comes.
-    pub(super) async fn inflate_part(
-        &self,
-        part: &str,
-        rec: &mut Recompressor,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-        budget: &mut Budget,
-    ) -> Result<(), JobError> {
-        let mut gunzip = Gunzip::default();
-        let mut compressed = Vec::new();
-        let (mut read, mut inflated) = (0u64, 0u64);
-        let mut body = self.get(part).await?;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
-            read += chunk.len() as u64;
-            gunzip
-                .feed(&chunk, |plain| {
-                    inflated += plain.len() as u64;
-                    rec.write(plain)
-                })
-                .map_err(|e| corrupt(part, e))?;
-            budget.check(part, read, inflated)?;
-            rec.drain_into(&mut compressed);
-            zip.write(&compressed, out);
-            compressed.clear();
-            sink.write(out).await?;
-        }
-        gunzip
-            .finish(|plain| {
-                inflated += plain.len() as u64;
-                rec.write(plain)
-            })
-            .map_err(|e| corrupt(part, e))?;
-        budget.check(part, read, inflated)?;
-        // In the single layout parts share one entry; each counts towards the total here.
-        budget.add(inflated);
-        Ok(())
     }
 }

@@ -85,6 +85,16 @@ pub struct MultipartSink {
     max_in_flight: usize,
     parts: Vec<CompletedPart>,
     written: u64,
+    /// SHA-256 of every byte written, in order: the archive's digest without reading it again.
+    digest: sha2::Sha256,
+}
+
+/// A completed archive object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    /// SHA-256 of the object, lowercase hex.
+    pub sha256: String,
 }
 
 impl MultipartSink {
@@ -108,6 +118,7 @@ impl MultipartSink {
             max_in_flight: settings.uploads_in_flight.max(1) as usize,
             parts: Vec::new(),
             written: 0,
+            digest: sha2::Sha256::default(),
         }
     }
 
@@ -116,6 +127,7 @@ impl MultipartSink {
     /// `uploads_in_flight + 1` parts of the current size.
     pub async fn write(&mut self, data: &mut Vec<u8>) -> Result<(), JobError> {
         self.written += data.len() as u64;
+        sha2::Digest::update(&mut self.digest, data.as_slice());
         let mut input = data.as_slice();
         while !input.is_empty() {
             let take = (self.part_size - self.buffer.len()).min(input.len());
@@ -200,9 +212,20 @@ impl MultipartSink {
         Ok(())
     }
 
+    /// Uploads what is left and completes the object; returns its size and digest.
+    pub async fn finish(mut self) -> Result<Written, JobError> {
+        let digest = std::mem::take(&mut self.digest);
+        let sha256 = sha2::Digest::finalize(digest)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let bytes = self.complete().await?;
+        Ok(Written { bytes, sha256 })
+    }
+
     /// Uploads what is left and completes the object; returns its size. An archive that never
     /// filled a part goes up in one PutObject (idempotent: a retry writes the same bytes).
-    pub async fn finish(mut self) -> Result<u64, JobError> {
+    async fn complete(mut self) -> Result<u64, JobError> {
         let last = std::mem::take(&mut self.buffer);
         let Some(upload_id) = self.upload_id.clone() else {
             return self.put(last).await;

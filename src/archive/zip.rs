@@ -35,6 +35,15 @@ struct CentralEntry {
     offset: u64,
 }
 
+/// An entry as written: what a receiver checks what it unpacked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub crc32: u32,
+    /// Uncompressed size.
+    pub bytes: u64,
+}
+
 /// Writes ZIP records into caller-provided buffers, tracking offsets.
 pub struct ZipWriter {
     offset: u64,
@@ -178,8 +187,8 @@ impl ZipWriter {
         }
     }
 
-    /// Writes the central directory and end records.
-    pub fn finish(mut self, out: &mut Vec<u8>) {
+    /// Writes the central directory and end records; returns the entries written.
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Vec<Entry> {
         let cd_offset = self.offset;
         let mut cd = Vec::new();
         for e in &self.entries {
@@ -230,6 +239,14 @@ impl ZipWriter {
         );
         put16(&mut end, 0);
         self.emit(out, &end);
+        self.entries
+            .into_iter()
+            .map(|e| Entry {
+                name: e.name,
+                crc32: e.crc,
+                bytes: e.uncompressed,
+            })
+            .collect()
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sesv2: aws_sdk_sesv2::Client,
     pub redshift: aws_sdk_redshiftdata::Client,
+    /// For completion events to SNS topics.
+    pub sns: aws_sdk_sns::Client,
 }
 
 impl Clients {
@@ -72,6 +74,10 @@ impl Clients {
         if let Some(url) = &e.sesv2 {
             sesv2 = sesv2.endpoint_url(url);
         }
+        let mut sns = aws_sdk_sns::config::Builder::from(&sdk);
+        if let Some(url) = &e.sns {
+            sns = sns.endpoint_url(url);
+        }
         let mut redshift = aws_sdk_redshiftdata::config::Builder::from(&sdk);
         if let Some(url) = &e.redshift_data {
             redshift = redshift.endpoint_url(url);
@@ -83,6 +89,7 @@ impl Clients {
                 dynamodb.interceptor(counted.clone()).build(),
             ),
             sesv2: aws_sdk_sesv2::Client::from_conf(sesv2.interceptor(counted.clone()).build()),
+            sns: aws_sdk_sns::Client::from_conf(sns.interceptor(counted.clone()).build()),
             redshift: aws_sdk_redshiftdata::Client::from_conf(
                 redshift.interceptor(counted).build(),
             ),
@@ -111,6 +118,11 @@ impl aws_sdk_s3::config::Intercept for CallMetrics {
         _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        // Presigning runs the orchestrator up to signing and stops before anything is sent:
+        // neither a response nor an outcome, and no request to count.
+        if context.response().is_none() && context.output_or_error().is_none() {
+            return Ok(());
+        }
         let metadata = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
         let (service, operation) =
             metadata.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));

@@ -1,7 +1,6 @@
 //! `status`: a request's state, its history, and a fresh link to its archive.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -83,17 +82,9 @@ async fn link(svc: &Services, item: &StateItem) -> Result<Link, ExitCode> {
             item.status.as_str()
         )));
     };
-    let s = &svc.settings;
-    presign::presign(
-        &svc.clients.s3,
-        svc.clients.sdk.credentials_provider().as_ref(),
-        &s.archive.bucket,
-        key,
-        &format!("{}.zip", item.request_id),
-        Duration::from_secs(s.presign.expiry_secs),
-    )
-    .await
-    .map_err(unavailable)
+    presign::archive_link(svc, key, &item.request_id)
+        .await
+        .map_err(unavailable)
 }
 
 fn print_history(history: &[Event]) {
@@ -132,6 +123,12 @@ fn print_state(item: &StateItem, bucket: &str) {
             .map(crate::notify::templates::human_size)
             .unwrap_or_default();
         line("archive", format!("s3://{bucket}/{key} ({size})"));
+    }
+    if let Some(sha) = &item.archive_sha256 {
+        line("sha256", sha.clone());
+    }
+    if !item.events_due.is_empty() {
+        line("events due", item.events_due.join(", "));
     }
     if let Some(at) = &item.url_expires_at {
         line("link expires", at.clone());

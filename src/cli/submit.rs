@@ -22,6 +22,10 @@ pub(super) struct Args {
     /// A recipient (repeatable); the configured default recipients otherwise.
     #[arg(long = "email", value_name = "ADDRESS")]
     emails: Vec<String>,
+    /// A configured event destination to tell when the export ends (repeatable); with no
+    /// --email, no email is sent (docs/EVENTS.md).
+    #[arg(long = "event", value_name = "DESTINATION")]
+    events: Vec<String>,
     #[arg(long, value_enum, default_value = "csv")]
     format: FormatArg,
     /// Archive layout; the configured default otherwise.
@@ -103,8 +107,15 @@ fn body(args: &Args) -> Result<(String, String), String> {
             LayoutArg::Parts => Layout::Parts,
         });
     }
-    if !args.emails.is_empty() {
-        body["notify"] = json!({ "email": args.emails });
+    if !args.emails.is_empty() || !args.events.is_empty() {
+        let mut notify = serde_json::Map::new();
+        if !args.emails.is_empty() {
+            notify.insert("email".into(), json!(args.emails));
+        }
+        if !args.events.is_empty() {
+            notify.insert("events".into(), json!(args.events));
+        }
+        body["notify"] = Value::Object(notify);
     }
     Ok((request_id, body.to_string()))
 }
@@ -118,6 +129,8 @@ fn validate(settings: &Settings, request_id: &str, text: &str) -> Result<(), Str
         &settings.compat,
     )
     .map_err(|e| format!("invalid request ({}): {}", e.code, e.message))?;
+    crate::policy::destinations(settings, &request)
+        .map_err(|e| format!("invalid request ({}): {e}", e.code()))?;
     if let message::QuerySource::Template { name, params } = &request.query {
         let template = settings
             .templates

@@ -16,6 +16,7 @@ const LIST_KEYS: &[&str] = &[
     "email.allowed_domains",
     "email.operator_recipients",
     "sql.allowed_schemas",
+    "events.default",
 ];
 
 /// Prefix of the environment overrides: `EXPORT_WORKER__SECTION__KEY`.
@@ -79,6 +80,7 @@ impl Settings {
         self.check_email(&mut p);
         self.check_worker(&mut p);
         self.check_templates(&mut p);
+        p.0.extend(self.events.problems());
         if p.0.is_empty() {
             Ok(())
         } else {

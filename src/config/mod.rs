@@ -33,6 +33,9 @@ pub struct Settings {
     pub sql: SqlSettings,
     #[serde(default)]
     pub sweeper: SweeperSettings,
+    /// Completion events and where they go.
+    #[serde(default)]
+    pub events: EventsSettings,
     /// Named query templates, by name.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateSpec>,
@@ -61,6 +64,7 @@ pub struct Endpoints {
     pub s3: Option<String>,
     pub dynamodb: Option<String>,
     pub sesv2: Option<String>,
+    pub sns: Option<String>,
     pub redshift_data: Option<String>,
 }
 
@@ -124,6 +128,10 @@ pub struct RedshiftSettings {
     /// A statement still running after this long is cancelled.
     #[serde(default = "default_query_timeout_secs")]
     pub query_timeout_secs: u64,
+    /// Redshift statements running at once across every replica on the table; 0: no limit
+    /// (each replica runs up to `worker.max_concurrent_jobs`).
+    #[serde(default)]
+    pub max_concurrent_statements: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +218,9 @@ pub struct WorkerSettings {
     pub id: String,
     /// Jobs in flight at most; the worker receives only as many messages as it has free slots.
     pub max_concurrent_jobs: usize,
+    /// Requests of one `requested_by` worked on at once across every replica on the table;
+    /// 0: no limit. A request over it is put back on the queue with a delay.
+    pub max_in_flight_per_requester: u32,
     /// Archive stages (CPU-bound) running at once, at most.
     pub max_concurrent_archives: usize,
     /// Deliveries after which a request fails with `attempts_exhausted`.
@@ -227,6 +238,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             id: String::new(),
             max_concurrent_jobs: 4,
+            max_in_flight_per_requester: 0,
             max_concurrent_archives: 2,
             max_attempts: 5,
             stage_retries: 3,
@@ -386,10 +398,12 @@ fn default_sse() -> ServerSideEncryption {
 }
 
 mod email;
+mod events;
 mod load;
 pub use email::{
     EmailSettings, EmailTemplateFiles, EmailTransport, SesSettings, SmtpSettings, SmtpTls,
 };
+pub use events::{Destination, EventsSettings, is_destination_name};
 pub use load::ConfigError;
 
 #[cfg(test)]

@@ -145,3 +145,36 @@ fn environment_overrides_stay_text_until_their_key_reads_them() {
     assert_eq!(s.email.operator_recipients, ["ops@example.com"]);
     assert_eq!(s.worker.max_attempts, 3);
 }
+
+#[test]
+fn event_destinations_are_checked_and_webhooks_must_be_https() {
+    let mut s = Settings::for_tests();
+    s.events.default = vec!["nowhere".into()];
+    s.events.destinations.insert(
+        "bad name".into(),
+        super::Destination::Sqs {
+            queue_url: "http://127.0.0.1/q".into(),
+        },
+    );
+    s.events.destinations.insert(
+        "plain".into(),
+        super::Destination::Webhook {
+            url: "http://hooks.example/x".into(),
+            secret_env: "HOOK_SECRET".into(),
+            ca_file: None,
+        },
+    );
+    s.events.max_attempts = 0;
+    let problems = s.validate().unwrap_err().0;
+    for expected in [
+        "events.default names \"nowhere\"",
+        "events.destinations.bad name: names are",
+        "events.destinations.plain.url must be an https:// URL",
+        "events.max_attempts must be 1–10",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected}: {problems:?}"
+        );
+    }
+}

@@ -9,21 +9,22 @@ use std::time::Duration;
 use super::Outcome;
 use super::stages::advance;
 use crate::error::JobError;
-use crate::message::{EmailAddress, ExportRequest, Fingerprinted, MessageError, RequestId};
+use crate::message::{ExportRequest, Fingerprinted, MessageError, RequestId};
 use crate::notify::templates::FailureContext;
+use crate::policy::{Audience, default_destinations};
 use crate::retry::{retrying, step};
 use crate::services::Services;
 use crate::state::{LeaseOwner, StateItem, Status};
 use crate::unload;
 
-/// Decides what an error means for the request and the message. `recipients` passed the
-/// allow-list (or are the configured operators).
+/// Decides what an error means for the request and the message. The audience's recipients
+/// passed the allow-list (or are the configured operators).
 pub(super) async fn after_error(
     svc: &Services,
     item: Option<StateItem>,
     request: &ExportRequest,
     owner: &LeaseOwner,
-    recipients: &[EmailAddress],
+    audience: &Audience,
     e: JobError,
 ) -> Outcome {
     match &e {
@@ -55,21 +56,23 @@ pub(super) async fn after_error(
         item,
         &request.request_id,
         request.query_name(),
-        recipients,
+        audience,
         e,
     )
     .await
 }
 
-/// Records FAILED (or CANCELLED) with the error's code and, if configured, tells the recipients.
+/// Records FAILED (or CANCELLED) with the error's code, tells the event destinations and, if
+/// configured, the recipients.
 pub async fn fail(
     svc: &Services,
     item: StateItem,
     request_id: &RequestId,
     query: &str,
-    recipients: &[EmailAddress],
+    audience: &Audience,
     e: JobError,
 ) -> Outcome {
+    let recipients = audience.recipients.as_slice();
     let to = if matches!(e, JobError::Cancelled) {
         Status::Cancelled
     } else {
@@ -82,13 +85,15 @@ pub async fn fail(
         // safe to store and to print in `status`.
         crate::error::redact(&e.to_string()),
     );
+    let destinations = audience.destinations.clone();
     let changes = move |next: &mut StateItem| {
         next.error_code = Some(code.clone());
         next.error_message = Some(message.clone());
+        next.events_due = destinations.clone();
     };
     let recorded = advance(svc, &item, to, &changes, e.code()).await;
-    match recorded {
-        Ok(_) => {
+    let recorded = match recorded {
+        Ok(recorded) => {
             // Counted once, when recorded: a retried record must not count twice.
             let outcome = if to == Status::Cancelled {
                 "cancelled"
@@ -102,6 +107,7 @@ pub async fn fail(
             if to == Status::Failed {
                 svc.metrics.failures.inc();
             }
+            recorded
         }
         Err(JobError::Conflict(_)) => return Outcome::Yield,
         Err(record_error) => {
@@ -110,7 +116,7 @@ pub async fn fail(
                 svc.settings.worker.retry_delay_secs,
             )));
         }
-    }
+    };
     if svc.settings.email.notify_on_failure && !recipients.is_empty() {
         let rendered = svc.templates.failure(&FailureContext {
             request_id: request_id.as_str(),
@@ -134,13 +140,17 @@ pub async fn fail(
             }
         }
     }
+    super::fleet::give_statement_slot(svc, request_id.as_str()).await;
     if item.attempt > 0 {
         let prefix = unload::attempt_prefix(&svc.settings.upload.prefix, request_id, item.attempt);
         if let Err(cleanup_error) = svc.archiver.delete_unloaded(&prefix).await {
             tracing::warn!(error = %cleanup_error, "unloaded files of the failed request could not be deleted");
         }
     }
-    Outcome::Finished(to)
+    match super::outbox::deliver_due(svc, &recorded).await {
+        Ok(()) => Outcome::Finished(to),
+        Err(e) => super::outbox::retry_later(svc, e),
+    }
 }
 
 /// A message that names a request id but is not a valid request: record it FAILED — unless
@@ -155,7 +165,7 @@ pub async fn reject(svc: &Services, error: MessageError, body: &[u8]) -> Outcome
     let asked = Fingerprinted::of_invalid(body);
     let item = retrying(svc.retry, &svc.metrics, step::CREATE_STATE, || {
         svc.state
-            .create_or_load(&request_id, "invalid", None, &asked)
+            .create_or_load(&request_id, "invalid", None, &asked, None)
     })
     .await;
     match item {
@@ -168,14 +178,20 @@ pub async fn reject(svc: &Services, error: MessageError, body: &[u8]) -> Outcome
                 ),
             }
         }
-        Ok(item) if item.status.is_terminal() => Outcome::Acknowledged(item.status),
+        Ok(item) if item.status.is_terminal() => super::outbox::acknowledge(svc, &item).await,
         Ok(item) => {
+            // Nobody is mailed about a message that is not a request; the default event
+            // destinations (an upstream system's reply queue) are told.
+            let audience = Audience {
+                recipients: Vec::new(),
+                destinations: default_destinations(&svc.settings),
+            };
             fail(
                 svc,
                 item,
                 &request_id,
                 "invalid",
-                &[],
+                &audience,
                 JobError::Message(error),
             )
             .await

@@ -8,16 +8,20 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::error::JobError;
 use crate::message::ExportRequest;
-use crate::policy;
+use crate::policy::{self, Audience};
 use crate::retry::{retrying, step};
 use crate::services::Services;
 use crate::state::{LeaseOwner, Status};
 
 mod failure;
+mod fleet;
+mod outbox;
 mod stages;
 
 use failure::after_error;
 pub use failure::{fail, reject};
+pub use fleet::give_statement_slot;
+pub use outbox::deliver_due;
 use stages::run_stages;
 
 /// What to do with the message afterwards.
@@ -31,6 +35,10 @@ pub enum Outcome {
     Retry(Duration),
     /// Another worker owns the request: leave the message alone.
     Yield,
+    /// Its requester has as many requests in flight as it may: send the message again after
+    /// this delay (a new message, so waiting uses none of the request's attempts) and delete
+    /// this one.
+    Defer(Duration),
     /// The message must not be processed (e.g. its request id names another request): move
     /// it to the dead-letter queue with this code and reason, and touch no request.
     DeadLetter { code: &'static str, reason: String },
@@ -56,6 +64,7 @@ pub async fn process(
     svc: &Services,
     request: &ExportRequest,
     receive_count: u32,
+    deferrals: u32,
     owner: &LeaseOwner,
 ) -> Outcome {
     let asked = request.fingerprinted();
@@ -65,13 +74,14 @@ pub async fn process(
             request.query_name(),
             request.requested_by.as_deref(),
             &asked,
+            Some((owner, lease_duration(&svc.settings))),
         )
     })
     .await;
     let item = match item {
         Ok(item) => item,
         Err(e @ JobError::Unreadable(_)) => return unreadable(svc, receive_count, e),
-        Err(e) => return after_error(svc, None, request, owner, &[], e).await,
+        Err(e) => return after_error(svc, None, request, owner, &Audience::default(), e).await,
     };
     // Items written before fingerprints were recorded have none; they are taken as they are.
     if item
@@ -92,24 +102,28 @@ pub async fn process(
             status = item.status.as_str(),
             "request already finished; acknowledging"
         );
-        return Outcome::Acknowledged(item.status);
+        return outbox::acknowledge(svc, &item).await;
     }
-    // A request leased by a live job elsewhere is left alone.
-    let item = retrying(svc.retry, &svc.metrics, step::CLAIM, || {
-        svc.state.claim(&item, owner, lease_duration(&svc.settings))
-    })
-    .await;
-    let item = match item {
-        Ok(item) => item,
-        Err(e) => return after_error(svc, None, request, owner, &[], e).await,
+    // A request leased by a live job elsewhere is left alone; one this job created (or
+    // recognised as its own creation after a lost response) is leased to it already.
+    let item = if item.lease_owner.as_deref() == Some(owner.as_str()) {
+        item
+    } else {
+        let claimed = retrying(svc.retry, &svc.metrics, step::CLAIM, || {
+            svc.state.claim(&item, owner, lease_duration(&svc.settings))
+        })
+        .await;
+        match claimed {
+            Ok(item) => item,
+            Err(e) => {
+                return after_error(svc, None, request, owner, &Audience::default(), e).await;
+            }
+        }
     };
     // Only recipients that pass the allow-list are ever mailed; when the request's own
     // recipients are refused, only the configured operators may be told.
     let recipients = policy::recipients(&svc.settings, request);
-    let mail_to = match &recipients {
-        Ok(allowed) => allowed.clone(),
-        Err(_) => policy::operator_recipients(&svc.settings),
-    };
+    let told = policy::audience(&svc.settings, Some(request));
     if receive_count > svc.settings.worker.max_attempts {
         let e = JobError::rejected(
             "attempts_exhausted",
@@ -118,17 +132,32 @@ pub async fn process(
                 svc.settings.worker.max_attempts
             ),
         );
-        return after_error(svc, Some(item), request, owner, &mail_to, e).await;
+        return after_error(svc, Some(item), request, owner, &told, e).await;
     }
     let prepared = match recipients.and_then(|r| policy::prepare(&svc.settings, request, r)) {
         Ok(p) => p,
-        Err(e) => return after_error(svc, Some(item), request, owner, &mail_to, e).await,
+        Err(e) => return after_error(svc, Some(item), request, owner, &told, e).await,
     };
-    let mut current = item.clone();
-    match run_stages(svc, request, &prepared, &mut current).await {
-        Ok(status) => Outcome::Finished(status),
-        Err(e) => after_error(svc, Some(current), request, owner, &prepared.recipients, e).await,
+    if let Some(deferred) = fleet::take_requester_slot(svc, &item, request, owner, deferrals).await
+    {
+        return deferred;
     }
+    let mut current = item.clone();
+    let outcome = match run_stages(svc, request, &prepared, &mut current).await {
+        Ok(status) => match outbox::deliver_due(svc, &current).await {
+            Ok(()) => Outcome::Finished(status),
+            Err(e) => outbox::retry_later(svc, e),
+        },
+        Err(e) => {
+            let told = Audience {
+                recipients: prepared.recipients,
+                destinations: prepared.destinations,
+            };
+            after_error(svc, Some(current), request, owner, &told, e).await
+        }
+    };
+    fleet::give_requester_slot(svc, request).await;
+    outcome
 }
 
 /// The request's state item cannot be read by this version (a status or field written by a

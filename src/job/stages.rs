@@ -4,7 +4,7 @@
 //! so a job that stops anywhere is resumed from the recorded state by whoever receives the
 //! message next (docs/ARCHITECTURE.md, "The state machine").
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::archive::Plan;
 use crate::error::JobError;
@@ -66,6 +66,7 @@ async fn submit(
     let s = &svc.settings;
     let rid = &request.request_id;
     let attempt = item.attempt + 1;
+    super::fleet::take_statement_slot(svc, item).await?;
     let prefix = unload::attempt_prefix(&s.upload.prefix, rid, attempt);
     let sql = unload::build(
         &p.select,
@@ -101,13 +102,19 @@ async fn query(
     };
     tracing::Span::current().record("statement_id", id.as_str());
     let rid = request.request_id.as_str();
+    super::fleet::hold_statement_slot(svc, rid).await;
     // A transient DescribeStatement failure is retried by re-attaching later.
     let finished = svc
         .redshift
         .wait(&id, || async {
             svc.state.cancel_requested(rid).await.unwrap_or(false)
         })
-        .await?;
+        .await;
+    // The statement has ended unless the wait gave up on a passing failure.
+    if !matches!(&finished, Err(e) if e.is_transient()) {
+        super::fleet::give_statement_slot(svc, rid).await;
+    }
+    let finished = finished?;
     tracing::info!(result_rows = finished.result_rows, "statement finished");
     let max_rows = svc.settings.archive.max_rows;
     if max_rows > 0 && u64::try_from(finished.result_rows).unwrap_or(0) > max_rows {
@@ -151,28 +158,45 @@ async fn archive(
     })
     .await?;
     tracing::info!(rows = archived.rows, archive_bytes = archived.bytes, archive_key = %archived.key, "archive written");
+    let detail = match &archived.recompressed {
+        Some(reason) => format!("archive written, recompressed: {reason}"),
+        None => "archive written".into(),
+    };
+    let entries = serde_json::to_string(&archived.entries)
+        .map_err(|e| JobError::Archive(format!("the archive's entries: {e}")))?;
     let changes: Changes = Box::new(move |next| {
         next.rows = Some(archived.rows);
         next.archive_bytes = Some(archived.bytes);
         next.archive_key = Some(archived.key.clone());
+        next.archive_sha256 = Some(archived.sha256.clone());
+        next.archive_entries = Some(entries.clone());
     });
-    Ok((Status::Notifying, changes, "archive written".into()))
+    Ok((Status::Notifying, changes, detail))
 }
 
-/// NOTIFYING: send the email unless its acceptance was recorded already.
+/// NOTIFYING: send the email (when the request asked for one) unless its acceptance was
+/// recorded already; COMPLETED records the event destinations still to be told.
 async fn notify(
     svc: &Services,
     request: &ExportRequest,
     p: &Prepared,
     item: &StateItem,
 ) -> Result<Step, JobError> {
-    if item.notified_at.is_some() {
-        return Ok((Status::Completed, unchanged(), "email accepted".into()));
+    let destinations = p.destinations.clone();
+    if item.notified_at.is_some() || p.recipients.is_empty() {
+        let detail = if p.recipients.is_empty() {
+            "completed; no email asked for"
+        } else {
+            "email accepted"
+        };
+        let changes: Changes = Box::new(move |next| next.events_due = destinations.clone());
+        return Ok((Status::Completed, changes, detail.into()));
     }
     let (sent_at, expires_at) = notify_ready(svc, request, item, &p.recipients).await?;
     let changes: Changes = Box::new(move |next| {
         next.notified_at = Some(sent_at.clone());
         next.url_expires_at = Some(expires_at.clone());
+        next.events_due = destinations.clone();
     });
     Ok((Status::Completed, changes, "email accepted".into()))
 }
@@ -250,21 +274,11 @@ async fn notify_ready(
     item: &StateItem,
     recipients: &[EmailAddress],
 ) -> Result<(String, String), JobError> {
-    let s = &svc.settings;
     let key = item
         .archive_key
         .clone()
         .unwrap_or_else(|| svc.archiver.archive_key(&request.request_id));
-    let filename = format!("{}.zip", request.request_id);
-    let link = presign::presign(
-        &svc.clients.s3,
-        svc.clients.sdk.credentials_provider().as_ref(),
-        &s.archive.bucket,
-        &key,
-        &filename,
-        Duration::from_secs(s.presign.expiry_secs),
-    )
-    .await?;
+    let link = presign::archive_link(svc, &key, request.request_id.as_str()).await?;
     let expires_at = timestamp(link.expires_at);
     let bytes = item.archive_bytes.unwrap_or(0);
     let rendered = svc
@@ -277,6 +291,7 @@ async fn notify_ready(
             archive_size: human_size(bytes),
             url: &link.url,
             expires_at: expires_at.clone(),
+            sha256: item.archive_sha256.as_deref().unwrap_or_default(),
         })
         .map_err(|e| JobError::Email {
             message: e,

@@ -27,14 +27,17 @@ struct Canonical<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     layout: Option<Layout>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    notify: Option<CanonicalNotify>,
+    notify: Option<CanonicalNotify<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requested_by: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
-struct CanonicalNotify {
+struct CanonicalNotify<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     email: Vec<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    events: &'a [String],
 }
 
 /// The canonical form of a request and its fingerprint (SHA-256 of that form, hex).
@@ -91,8 +94,11 @@ impl ExportRequest {
             sql,
             format: self.format,
             layout: self.layout,
-            notify: (!self.recipients.is_empty()).then(|| CanonicalNotify {
-                email: self.recipients.iter().map(ToString::to_string).collect(),
+            notify: (!self.recipients.is_empty() || !self.events.is_empty()).then(|| {
+                CanonicalNotify {
+                    email: self.recipients.iter().map(ToString::to_string).collect(),
+                    events: &self.events,
+                }
             }),
             requested_by: self.requested_by.as_deref(),
         };

@@ -127,6 +127,9 @@ pub struct ExportRequest {
     pub layout: Option<Layout>,
     /// Empty: the configured default recipients. Not yet checked against the allow-list.
     pub recipients: Vec<EmailAddress>,
+    /// Event destinations the request names (names from the configuration; checked against
+    /// it by the policy). A request that names destinations and no recipients gets no email.
+    pub events: Vec<String>,
     pub requested_by: Option<String>,
 }
 

@@ -41,6 +41,7 @@ pub(super) fn parse(
         }
     }
     Ok(ExportRequest {
+        events: Vec::new(),
         request_id: request_id.clone(),
         query: QuerySource::Template {
             name: template.clone(),

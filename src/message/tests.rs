@@ -175,3 +175,40 @@ fn request_ids_are_strict() {
         assert!(RequestId::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn event_destinations_are_names_sorted_once_and_never_addresses() {
+    let r = parse_str(
+        r#"{"version":1,"query":"q","notify":{"events":["replies","partner-a","replies"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(r.events, ["partner-a", "replies"]);
+    assert!(r.recipients.is_empty());
+    // The canonical form keeps them, so a message naming others is another request.
+    let canonical = r.fingerprinted().canonical;
+    assert!(
+        canonical.contains(r#""notify":{"events":["partner-a","replies"]}"#),
+        "{canonical}"
+    );
+    for hostile in [
+        r#"{"version":1,"query":"q","notify":{"events":["https://attacker.example/x"]}}"#,
+        r#"{"version":1,"query":"q","notify":{"events":["a b"]}}"#,
+        r#"{"version":1,"query":"q","notify":{"events":[""]}}"#,
+    ] {
+        assert_eq!(
+            parse_str(hostile).unwrap_err().code,
+            "invalid_message",
+            "{hostile}"
+        );
+    }
+}
+
+#[test]
+fn a_request_without_events_keeps_its_canonical_form() {
+    // Fingerprints recorded before events existed must still match their redeliveries.
+    let r = parse_str(r#"{"version":1,"query":"q","notify":{"email":["a@example.com"]}}"#).unwrap();
+    assert_eq!(
+        r.fingerprinted().canonical,
+        r#"{"version":1,"query":"q","params":{},"format":"csv","notify":{"email":["a@example.com"]}}"#
+    );
+}

@@ -38,7 +38,13 @@ struct MessageV1 {
 struct Notify {
     #[serde(default)]
     email: Vec<String>,
+    /// Names of configured event destinations.
+    #[serde(default)]
+    events: Vec<String>,
 }
+
+/// Most event destinations one request may name.
+const MAX_EVENT_DESTINATIONS: usize = 10;
 
 /// A failure: its code and what to tell the sender.
 type Failure = (&'static str, String);
@@ -66,13 +72,15 @@ pub(super) fn parse(value: Value, request_id: &RequestId) -> Result<ExportReques
             "requested_by must be at most {MAX_REQUESTED_BY} printable characters"
         )));
     }
-    let recipients = recipients(m.notify.map(|n| n.email).unwrap_or_default())?;
+    let (email, events) = m.notify.map(|n| (n.email, n.events)).unwrap_or_default();
+    let recipients = recipients(email)?;
     Ok(ExportRequest {
         request_id: request_id.clone(),
         query: query_source(m.query, m.sql, m.params)?,
         format: m.format.unwrap_or(Format::Csv),
         layout: m.layout,
         recipients,
+        events: event_destinations(events)?,
         requested_by: m.requested_by,
     })
 }
@@ -105,6 +113,29 @@ fn query_source(
         (Some(_), Some(_)) => Err(invalid("give either query or sql, not both")),
         (None, None) => Err(invalid("query (a template name) is required")),
     }
+}
+
+/// Event destination names, sorted and without repeats. Only names: where they lead is
+/// configuration, never the message's to say.
+fn event_destinations(mut names: Vec<String>) -> Result<Vec<String>, Failure> {
+    if names.len() > MAX_EVENT_DESTINATIONS {
+        return Err(invalid(format!(
+            "notify.events names {} destinations; at most {MAX_EVENT_DESTINATIONS}",
+            names.len()
+        )));
+    }
+    if let Some(i) = names
+        .iter()
+        .position(|n| !crate::config::is_destination_name(n))
+    {
+        return Err(invalid(format!(
+            "destination {} of notify.events must be a configured name ([A-Za-z0-9_-], at most 64 characters)",
+            i + 1
+        )));
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// The recipients as addresses. The address itself stays out of the error: errors are

@@ -14,7 +14,9 @@ your export {{ request_id }} ({{ query }}) is ready: {{ rows }} row{{ '' if rows
 
 Download it here until {{ expires_at }}:
 {{ url }}
-
+{% if sha256 %}
+SHA-256 of the zip: {{ sha256 }}
+{% endif %}
 The link works without signing in; anyone who has it can download the file.
 ";
 const HTML: &str = r#"<!doctype html>
@@ -22,6 +24,7 @@ const HTML: &str = r#"<!doctype html>
 <p>Hello,</p>
 <p>your export <b>{{ request_id }}</b> ({{ query }}) is ready: {{ rows }} row{{ '' if rows == 1 else 's' }}, {{ archive_size }} zipped.</p>
 <p><a href="{{ url }}">Download {{ request_id }}.zip</a> (until {{ expires_at }}).</p>
+{% if sha256 %}<p>SHA-256 of the zip: <code>{{ sha256 }}</code></p>{% endif %}
 <p>The link works without signing in; anyone who has it can download the file.</p>
 </body></html>
 "#;
@@ -46,6 +49,8 @@ pub struct ReadyContext<'a> {
     pub archive_size: String,
     pub url: &'a str,
     pub expires_at: String,
+    /// SHA-256 of the zip (hex), to check the download against.
+    pub sha256: &'a str,
 }
 
 /// What failure templates can use: a plain-words reason, never SQL or internals.
@@ -103,6 +108,7 @@ impl Templates {
             archive_size: "1 B".into(),
             url: "https://example.com/",
             expires_at: "2030-01-01T00:00:00Z".into(),
+            sha256: "ab",
         })?;
         t.failure(&FailureContext {
             request_id: "r",
@@ -178,8 +184,14 @@ mod tests {
                 archive_size: human_size(2048),
                 url: "https://x.example/a?b=1&c=2",
                 expires_at: "2030-01-01T00:00:00Z".into(),
+                sha256: "0123abcd",
             })
             .unwrap();
+        assert!(
+            r.text.contains("SHA-256 of the zip: 0123abcd\n"),
+            "{}",
+            r.text
+        );
         assert_eq!(r.subject, "Your export q<script> is ready (r-1)");
         assert!(r.text.contains("3 rows, 2.0 KiB zipped"));
         assert!(r.text.contains("https://x.example/a?b=1&c=2\n"));

@@ -20,6 +20,9 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// The attribute of the destinations still to be told (a string set).
+pub(super) const EVENTS_DUE: &str = "events_due";
+
 /// The `state` item.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StateItem {
@@ -35,6 +38,10 @@ pub struct StateItem {
     pub rows: Option<u64>,
     pub archive_bytes: Option<u64>,
     pub archive_key: Option<String>,
+    /// SHA-256 of the archive object, lowercase hex.
+    pub archive_sha256: Option<String>,
+    /// The archive's entries (name, CRC-32, size, rows) as a JSON array, for the events.
+    pub archive_entries: Option<String>,
     pub url_expires_at: Option<String>,
     pub notified_at: Option<String>,
     pub error_code: Option<String>,
@@ -52,6 +59,10 @@ pub struct StateItem {
     /// seconds) unless it renews.
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<u64>,
+    /// Event destinations still to be told that the request ended (set by the terminal
+    /// transition, removed once every one was told or given up): the outbox that makes
+    /// events at-least-once (docs/EVENTS.md).
+    pub events_due: Vec<String>,
     pub version: u64,
 }
 
@@ -103,6 +114,8 @@ impl StateItem {
         put(i, "rows", self.rows, number);
         put(i, "archive_bytes", self.archive_bytes, number);
         put(i, "archive_key", self.archive_key.clone(), text);
+        put(i, "archive_sha256", self.archive_sha256.clone(), text);
+        put(i, "archive_entries", self.archive_entries.clone(), text);
         put(i, "url_expires_at", self.url_expires_at.clone(), text);
         put(i, "notified_at", self.notified_at.clone(), text);
         put(i, "error_code", self.error_code.clone(), text);
@@ -114,6 +127,12 @@ impl StateItem {
         put(i, "lease_expires_at", self.lease_expires_at, number);
         if self.cancel_requested {
             i.insert("cancel_requested".into(), AttributeValue::Bool(true));
+        }
+        if !self.events_due.is_empty() {
+            i.insert(
+                EVENTS_DUE.into(),
+                AttributeValue::Ss(self.events_due.clone()),
+            );
         }
         item
     }
@@ -146,6 +165,8 @@ impl StateItem {
             rows: num("rows"),
             archive_bytes: num("archive_bytes"),
             archive_key: text("archive_key"),
+            archive_sha256: text("archive_sha256"),
+            archive_entries: text("archive_entries"),
             url_expires_at: text("url_expires_at"),
             notified_at: text("notified_at"),
             error_code: text("error_code"),
@@ -160,6 +181,16 @@ impl StateItem {
                 .unwrap_or(false),
             lease_owner: text("lease_owner"),
             lease_expires_at: num("lease_expires_at"),
+            // A set comes back in any order.
+            events_due: item
+                .get(EVENTS_DUE)
+                .and_then(|v| v.as_ss().ok())
+                .map(|names| {
+                    let mut names = names.clone();
+                    names.sort();
+                    names
+                })
+                .unwrap_or_default(),
             version: num("version").ok_or_else(|| bad("version"))?,
         })
     }
@@ -222,6 +253,8 @@ mod tests {
             rows: Some(10),
             archive_bytes: Some(2048),
             archive_key: Some("exports/r1.zip".into()),
+            archive_sha256: Some("ab".repeat(32)),
+            archive_entries: Some("[]".into()),
             url_expires_at: Some("2026-01-02T00:00:00.000000Z".into()),
             notified_at: None,
             error_code: None,
@@ -232,6 +265,7 @@ mod tests {
             cancel_requested: true,
             lease_owner: Some("w#1".into()),
             lease_expires_at: Some(99),
+            events_due: vec!["a".into(), "b".into()],
             version: 7,
         }
     }

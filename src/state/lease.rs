@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{STATE_SK, StateItem, StateStore, Status, epoch_secs, n, s};
-use crate::aws::AwsError;
+use super::{
+    STATE_SK, StateItem, StateStore, Status, epoch_secs, lease_end, n, s, timestamp, written,
+};
 use crate::error::JobError;
 
 /// Who holds a lease: one job of one worker.
@@ -38,11 +39,7 @@ impl StateStore {
             return Ok(Some(item));
         }
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("request_id", s(request_id))
-            .key("sk", s(STATE_SK))
+            .state_update(request_id)
             .update_expression("SET cancel_requested = :yes")
             .condition_expression("attribute_exists(request_id) AND NOT #status IN (:c, :f, :x)")
             .expression_attribute_names("#status", "status")
@@ -52,15 +49,10 @@ impl StateStore {
             .expression_attribute_values(":x", s(Status::Cancelled.as_str()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Some(item)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                self.load(request_id).await
-            }
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", e).into()),
+        if written("UpdateItem", result)? {
+            Ok(Some(item))
+        } else {
+            self.load(request_id).await
         }
     }
 
@@ -76,11 +68,7 @@ impl StateStore {
         let now = epoch_secs(SystemTime::now());
         let expires = now + lease.as_secs().max(1);
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("request_id", s(&item.request_id))
-            .key("sk", s(STATE_SK))
+            .state_update(&item.request_id)
             .update_expression("SET lease_owner = :me, lease_expires_at = :exp, #version = :next")
             .condition_expression(
                 "#version = :v AND (attribute_not_exists(lease_owner) OR lease_owner = :me OR lease_expires_at < :now)",
@@ -97,52 +85,57 @@ impl StateStore {
         claimed.lease_owner = Some(owner.as_str().to_string());
         claimed.lease_expires_at = Some(expires);
         claimed.version += 1;
-        match result {
-            Ok(_) => Ok(claimed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                let current = self.load(&item.request_id).await?;
-                // A retry after a lost response finds its own claim: that is success.
-                if let Some(c) = &current
-                    && c.version == claimed.version
-                    && c.lease_owner.as_deref() == Some(owner.as_str())
-                {
-                    return Ok(StateItem {
-                        lease_expires_at: c.lease_expires_at,
-                        ..claimed
-                    });
-                }
-                Err(JobError::Conflict(
-                    match current.and_then(|c| c.lease_owner.zip(c.lease_expires_at)) {
-                        Some((holder, until)) if until >= now && holder != owner.as_str() => {
-                            format!("leased by {holder} for {} more s", until - now)
-                        }
-                        _ => "changed while being claimed".into(),
-                    },
-                ))
-            }
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", e).into()),
+        if written("UpdateItem", result)? {
+            return Ok(claimed);
         }
+        let current = self.load(&item.request_id).await?;
+        // A retry after a lost response finds its own claim: that is success.
+        if let Some(c) = &current
+            && c.version == claimed.version
+            && c.lease_owner.as_deref() == Some(owner.as_str())
+        {
+            return Ok(StateItem {
+                lease_expires_at: c.lease_expires_at,
+                ..claimed
+            });
+        }
+        Err(JobError::Conflict(
+            match current.and_then(|c| c.lease_owner.zip(c.lease_expires_at)) {
+                Some((holder, until)) if until >= now && holder != owner.as_str() => {
+                    format!("leased by {holder} for {} more s", until - now)
+                }
+                _ => "changed while being claimed".into(),
+            },
+        ))
     }
 
     /// Extends this job's lease; a [`JobError::Conflict`] means it was lost. Repeating it
-    /// (a retry after a lost response) is harmless: the condition still holds.
+    /// (a retry after a lost response) is harmless: the condition still holds. A request that
+    /// has ended holds no lease, and that is not a loss.
     pub async fn renew(
         &self,
         request_id: &str,
         owner: &LeaseOwner,
         lease: Duration,
     ) -> Result<(), JobError> {
-        let expires = epoch_secs(SystemTime::now()) + lease.as_secs().max(1);
-        self.update_own_lease(
-            request_id,
-            owner,
-            "SET lease_expires_at = :exp",
-            Some(expires),
-        )
-        .await
+        let expires = lease_end(lease);
+        let renewed = self
+            .update_own_lease(
+                request_id,
+                owner,
+                "SET lease_expires_at = :exp",
+                Some(expires),
+            )
+            .await;
+        match renewed {
+            // The job ended the request (which gives the lease up) and is telling its event
+            // destinations: nothing is left to hold, and the job must not be stopped.
+            Err(JobError::Conflict(why)) => match self.load(request_id).await {
+                Ok(Some(item)) if item.status.is_terminal() => Ok(()),
+                _ => Err(JobError::Conflict(why)),
+            },
+            other => other,
+        }
     }
 
     /// Gives the lease up, so a redelivery can be taken at once. A lease that is no longer
@@ -163,6 +156,38 @@ impl StateStore {
         }
     }
 
+    /// Gives the lease up for a request put back on the queue for its requester's fair share,
+    /// and marks it as having moved now (`updated_at`), so the sweeper does not take a request
+    /// that waits its turn for one whose message has gone.
+    pub async fn release_deferred(
+        &self,
+        request_id: &str,
+        owner: &LeaseOwner,
+    ) -> Result<(), JobError> {
+        let result = self
+            .state_update(request_id)
+            .update_expression("SET updated_at = :now REMOVE lease_owner, lease_expires_at")
+            .condition_expression("lease_owner = :me")
+            .expression_attribute_values(":me", s(owner.as_str()))
+            .expression_attribute_values(":now", s(timestamp(SystemTime::now())))
+            .send()
+            .await;
+        // Not made: the lease was not this job's any more, and that is success too.
+        written("UpdateItem", result).map(|_| ())
+    }
+
+    /// An update of `request_id`'s state item.
+    fn state_update(
+        &self,
+        request_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("request_id", s(request_id))
+            .key("sk", s(STATE_SK))
+    }
+
     async fn update_own_lease(
         &self,
         request_id: &str,
@@ -171,29 +196,20 @@ impl StateStore {
         expires: Option<u64>,
     ) -> Result<(), JobError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("request_id", s(request_id))
-            .key("sk", s(STATE_SK))
+            .state_update(request_id)
             .update_expression(expression)
             .condition_expression("lease_owner = :me")
             .expression_attribute_values(":me", s(owner.as_str()));
         if let Some(expires) = expires {
             req = req.expression_attribute_values(":exp", n(expires));
         }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(JobError::Conflict(format!(
-                    "the lease on {request_id} is no longer held by this job ({})",
-                    owner.as_str()
-                )))
-            }
-            Err(e) => Err(AwsError::from_sdk("dynamodb", "UpdateItem", e).into()),
+        if written("UpdateItem", req.send().await)? {
+            Ok(())
+        } else {
+            Err(JobError::Conflict(format!(
+                "the lease on {request_id} is no longer held by this job ({})",
+                owner.as_str()
+            )))
         }
     }
 

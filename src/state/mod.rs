@@ -13,14 +13,19 @@ use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
 use crate::message::{Fingerprinted, RequestId};
 
+mod conditional;
 mod item;
 mod lease;
 mod open;
+mod outbox;
+mod slots;
 
+use conditional::{is_condition_failure, written};
 use item::{Attributes, changed, n, s};
 pub use item::{Event, StateItem};
 pub use lease::LeaseOwner;
 pub use open::{OPEN_INDEX, OPEN_SHARDS};
+pub use slots::{STATEMENTS, Taken, requester_semaphore};
 
 /// Lifecycle of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +153,8 @@ impl StateStore {
             .expect("a complete put")
     }
 
-    /// Creates the request in QUEUED, or returns the existing item when it is already known
+    /// Creates the request in QUEUED — leased to `lease`'s owner when given, so a new request
+    /// needs no claim of its own — or returns the existing item when it is already known
     /// (whatever its fingerprint: the caller compares them).
     pub async fn create_or_load(
         &self,
@@ -156,9 +162,16 @@ impl StateStore {
         query: &str,
         requested_by: Option<&str>,
         asked: &Fingerprinted,
+        lease: Option<(&LeaseOwner, Duration)>,
     ) -> Result<StateItem, JobError> {
         let now = SystemTime::now();
         let at = timestamp(now);
+        let (lease_owner, lease_expires_at) = lease.map_or((None, None), |(owner, lease)| {
+            (
+                Some(owner.as_str().to_string()),
+                Some(epoch_secs(now) + lease.as_secs().max(1)),
+            )
+        });
         let created = StateItem {
             request_id: request_id.to_string(),
             status: Status::Queued,
@@ -171,6 +184,8 @@ impl StateStore {
             rows: None,
             archive_bytes: None,
             archive_key: None,
+            archive_sha256: None,
+            archive_entries: None,
             url_expires_at: None,
             notified_at: None,
             error_code: None,
@@ -179,8 +194,9 @@ impl StateStore {
             fingerprint: Some(asked.fingerprint.clone()),
             redrives: 0,
             cancel_requested: false,
-            lease_owner: None,
-            lease_expires_at: None,
+            lease_owner,
+            lease_expires_at,
+            events_due: Vec::new(),
             version: 1,
         };
         let mut item = created.to_attributes();
@@ -205,8 +221,12 @@ impl StateStore {
         // Per call (the timestamp is part of the item): the SDK's retries of this call share
         // it, another worker's create of the same request does not.
         let token = idempotency_token(&[request_id.as_str(), "create", &asked.fingerprint, &at]);
-        self.write_with_event(TransactWriteItem::builder().put(put).build(), event, token)
-            .await?;
+        if self
+            .write_with_event(TransactWriteItem::builder().put(put).build(), event, token)
+            .await?
+        {
+            return Ok(created);
+        }
         self.load(request_id.as_str()).await?.ok_or_else(|| {
             JobError::Conflict("state item vanished right after it was written".into())
         })
@@ -275,7 +295,8 @@ impl StateStore {
     }
 
     /// The conditional update of a transition from `current`: sets `set`, and for a terminal
-    /// status also gives up the lease and leaves the open-requests index.
+    /// status also gives up the lease and leaves the open-requests index (unless it owes
+    /// events).
     fn update_state(&self, current: &StateItem, to: Status, set: &Attributes) -> Update {
         let mut names = HashMap::new();
         let mut values = HashMap::from([(":expected".to_string(), n(current.version))]);
@@ -292,10 +313,12 @@ impl StateStore {
         // every transition's condition instead of a read before each stage.
         let mut condition = "#version = :expected".to_string();
         if to.is_terminal() {
-            expression.push_str(&format!(
-                " REMOVE lease_owner, lease_expires_at, {}",
-                open::OPEN_SHARD
-            ));
+            // A request that still owes events stays in the index until they are told
+            // (`events_told`), so the sweeper finds them if its job dies.
+            expression.push_str(" REMOVE lease_owner, lease_expires_at");
+            if !set.contains_key(item::EVENTS_DUE) {
+                expression.push_str(&format!(", {}", open::OPEN_SHARD));
+            }
         } else {
             condition.push_str(
                 " AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
@@ -387,24 +410,14 @@ fn already_written(now: &StateItem, version: u64, to: Status) -> bool {
     now.version == version && now.status == to
 }
 
+/// When a lease of `lease` taken now ends (epoch seconds; at least a second from now).
+fn lease_end(lease: Duration) -> u64 {
+    epoch_secs(SystemTime::now()) + lease.as_secs().max(1)
+}
+
 /// A ClientRequestToken (at most 36 characters) derived from what identifies one write.
 fn idempotency_token(parts: &[&str]) -> String {
     let mut hex = crate::message::hex_sha256(parts.join("\n").as_bytes());
     hex.truncate(32);
     hex
-}
-
-fn is_condition_failure<R>(
-    e: &aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-        R,
-    >,
-) -> bool {
-    e.as_service_error().is_some_and(|se| match se {
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => t
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
-        _ => false,
-    })
 }

@@ -19,6 +19,11 @@ use crate::state::{LeaseOwner, Status};
 
 /// The longest visibility SQS accepts in ChangeMessageVisibility, in seconds.
 const SQS_MAX_VISIBILITY_SECS: u64 = 43_200;
+/// The longest DelaySeconds of SendMessage.
+const SQS_MAX_DELAY_SECS: u64 = 900;
+/// The message attribute that counts how often a message was put back on the queue for its
+/// requester's fair share.
+pub(super) const DEFERRALS: &str = "deferrals";
 
 /// Handles one received message to the end.
 pub(super) async fn handle(svc: Arc<Services>, m: Message, shutdown: Shutdown) {
@@ -29,6 +34,13 @@ pub(super) async fn handle(svc: Arc<Services>, m: Message, shutdown: Shutdown) {
     let receive_count = system_attribute(&m, MessageSystemAttributeName::ApproximateReceiveCount)
         .and_then(|c| u32::try_from(c).ok())
         .unwrap_or(1);
+    let deferrals = m
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get(DEFERRALS))
+        .and_then(|v| v.string_value())
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
     svc.metrics.messages_received.inc();
     if let Some(sent_ms) = system_attribute(&m, MessageSystemAttributeName::SentTimestamp) {
         let now_ms = SystemTime::now()
@@ -54,6 +66,7 @@ pub(super) async fn handle(svc: Arc<Services>, m: Message, shutdown: Shutdown) {
                 owner: LeaseOwner::new_job(svc.state.worker()),
                 receipt: receipt.clone(),
                 receive_count,
+                deferrals,
             };
             delivery.run(&shutdown).await
         }
@@ -95,7 +108,7 @@ pub(super) async fn handle(svc: Arc<Services>, m: Message, shutdown: Shutdown) {
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "message done"
     );
-    acknowledge(&svc, &receipt, &message_id, outcome).await;
+    acknowledge(&svc, &receipt, &message_id, outcome, &body, deferrals).await;
 }
 
 fn system_attribute(m: &Message, name: MessageSystemAttributeName) -> Option<u64> {
@@ -113,14 +126,17 @@ struct Delivery {
     owner: LeaseOwner,
     receipt: String,
     receive_count: u32,
+    /// Times the message was put back on the queue for its requester's fair share.
+    deferrals: u32,
 }
 
 impl Delivery {
     /// Runs the request's job to its outcome.
     async fn run(self, shutdown: &Shutdown) -> Outcome {
         let (svc, request, owner) = (self.svc.clone(), self.request.clone(), self.owner.clone());
-        let receive_count = self.receive_count;
-        let job = async move { job::process(&svc, &request, receive_count, &owner).await };
+        let (receive_count, deferrals) = (self.receive_count, self.deferrals);
+        let job =
+            async move { job::process(&svc, &request, receive_count, deferrals, &owner).await };
         self.supervise(shutdown, job).await
     }
 
@@ -138,7 +154,11 @@ impl Delivery {
         let mut beat = shutdown.spawn(heartbeat::run(
             svc.clone(),
             self.receipt.clone(),
-            Some((rid.clone(), self.owner.clone())),
+            Some(heartbeat::Held {
+                request_id: rid.clone(),
+                owner: self.owner.clone(),
+                requested_by: self.request.requested_by.clone(),
+            }),
             in_flight.token.clone(),
         ));
         let span =
@@ -231,17 +251,57 @@ fn count(svc: &Services, outcome: &Outcome) {
         Outcome::Acknowledged(_) => "duplicate",
         Outcome::Retry(_) => "retried",
         Outcome::Yield => "yielded",
+        Outcome::Defer(_) => "deferred",
         Outcome::Finished(_) | Outcome::DeadLetter { .. } => return,
     };
     svc.metrics.jobs.with_label_values(&[label, ""]).inc();
 }
 
-/// Deletes the message of a finished request, or makes a released one visible again after
-/// its delay. A failure here is harmless: the message comes back when its visibility ends,
-/// and the recorded state makes the redelivery a no-op or a resumption.
-async fn acknowledge(svc: &Services, receipt: &str, message_id: &str, outcome: Outcome) {
+/// Deletes the message of a finished request, makes a released one visible again after its
+/// delay, or puts a deferred one back on the queue as a new message (`body`, with its
+/// deferrals counted) and deletes this one. A failure here is harmless: the message comes back
+/// when its visibility ends, and the recorded state makes the redelivery a no-op or a
+/// resumption (a deferred message sent but not deleted is one delivery too many, no more).
+async fn acknowledge(
+    svc: &Services,
+    receipt: &str,
+    message_id: &str,
+    outcome: Outcome,
+    body: &str,
+    deferrals: u32,
+) {
     let sqs = &svc.clients.sqs;
     let url = &svc.settings.queue.url;
+    let outcome = match outcome {
+        // A FIFO queue takes no per-message delay: the message is released instead.
+        Outcome::Defer(delay) if url.ends_with(".fifo") => Outcome::Retry(delay),
+        Outcome::Defer(delay) => {
+            // The count, for the history to note the first deferral only.
+            let mark = aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value((deferrals + 1).to_string())
+                .build()
+                .ok()
+                .map(|v| [(DEFERRALS.to_string(), v)].into());
+            let sent = sqs
+                .send_message()
+                .queue_url(url)
+                .message_body(body)
+                .delay_seconds(i32::try_from(delay.as_secs().min(SQS_MAX_DELAY_SECS)).unwrap_or(0))
+                .set_message_attributes(mark)
+                .send()
+                .await
+                .aws("sqs", "SendMessage");
+            match sent {
+                Ok(_) => Outcome::Finished(Status::Queued),
+                Err(e) => {
+                    tracing::warn!(message_id, error = %e, "the deferred message could not be sent again; releasing it instead");
+                    Outcome::Retry(delay)
+                }
+            }
+        }
+        other => other,
+    };
     let result = match outcome {
         Outcome::Finished(_) | Outcome::Acknowledged(_) => sqs
             .delete_message()
@@ -262,7 +322,7 @@ async fn acknowledge(svc: &Services, receipt: &str, message_id: &str, outcome: O
             .await
             .aws("sqs", "ChangeMessageVisibility")
             .map(|_| ()),
-        Outcome::Yield | Outcome::DeadLetter { .. } => Ok(()),
+        Outcome::Yield | Outcome::DeadLetter { .. } | Outcome::Defer(_) => Ok(()),
     };
     if let Err(e) = result {
         tracing::warn!(message_id, error = %e, "acknowledging the message failed");
@@ -311,6 +371,7 @@ mod tests {
             owner: LeaseOwner::new_job("w"),
             receipt: "receipt".into(),
             receive_count: 1,
+            deferrals: 0,
         };
         let health = svc.clone();
         let job = async move {

@@ -9,7 +9,7 @@ use crate::aws::AwsResultExt;
 use crate::error::JobError;
 use crate::job;
 use crate::services::Services;
-use crate::state::LeaseOwner;
+use crate::state::{LeaseOwner, STATEMENTS, requester_semaphore};
 
 /// SQS's cap on how long a message can stay invisible after it was received.
 const SQS_MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
@@ -27,13 +27,21 @@ pub(super) enum Ended {
     LeaseLost,
 }
 
+/// What a job holds besides its message: its request's lease, and the fleet-wide slots that
+/// go with it (the request's requester slot, when the fleet has fair shares).
+pub(super) struct Held {
+    pub request_id: String,
+    pub owner: LeaseOwner,
+    pub requested_by: Option<String>,
+}
+
 /// Beats until `stop` is cancelled or the lease is lost. Past SQS's 12-hour visibility cap
 /// the message comes back, but the DynamoDB lease is still renewed, so a worker receiving it
 /// leaves it alone.
 pub(super) async fn run(
     svc: Arc<Services>,
     receipt: String,
-    lease: Option<(String, LeaseOwner)>,
+    lease: Option<Held>,
     stop: CancellationToken,
 ) -> Ended {
     let timeout = Duration::from_secs(u64::from(svc.settings.queue.visibility_timeout_secs));
@@ -55,8 +63,8 @@ pub(super) async fn run(
         if !capped && !extend_visibility(&svc, &receipt, extend).await {
             return Ended::LeaseLost;
         }
-        if let Some((rid, owner)) = &lease
-            && !renew(&svc, rid, owner).await
+        if let Some(held) = &lease
+            && !renew(&svc, held).await
         {
             return Ended::LeaseLost;
         }
@@ -93,8 +101,25 @@ async fn extend_visibility(svc: &Services, receipt: &str, extend: Duration) -> b
     }
 }
 
-/// Renews the job's lease; false when it was lost.
-async fn renew(svc: &Services, request_id: &str, owner: &LeaseOwner) -> bool {
+/// Renews the job's lease and the fleet-wide slots it holds (statement, requester); false
+/// when the lease was lost.
+async fn renew(svc: &Services, held: &Held) -> bool {
+    let (request_id, owner) = (held.request_id.as_str(), &held.owner);
+    let lease = job::lease_duration(&svc.settings);
+    if svc.settings.redshift.max_concurrent_statements > 0
+        && let Err(e) = svc.state.renew_slot(STATEMENTS, request_id, lease).await
+    {
+        tracing::debug!(error = %e, "renewing the statement slot failed");
+    }
+    if svc.settings.worker.max_in_flight_per_requester > 0
+        && let Some(by) = &held.requested_by
+        && let Err(e) = svc
+            .state
+            .renew_slot(&requester_semaphore(by), request_id, lease)
+            .await
+    {
+        tracing::debug!(error = %e, "renewing the requester slot failed");
+    }
     match svc
         .state
         .renew(request_id, owner, job::lease_duration(&svc.settings))

@@ -127,6 +127,7 @@ async fn receive(
         .visibility_timeout(i32::try_from(q.visibility_timeout_secs).unwrap_or(i32::MAX))
         .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_attribute_names(delivery::DEFERRALS)
         .send()
         .await
         .aws("sqs", "ReceiveMessage")?;

@@ -160,3 +160,17 @@ def test_a_misspelt_field_is_caught():
     schema = json.loads((ROOT / "tests" / "k8s-schemas" / "scaledobject.json").read_text())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(scaled, schema)
+
+
+def test_every_deployment_runs_the_allocator_the_same_way():
+    # docs/ARCHITECTURE.md, "Memory": the peak RSS figures are measured with these settings.
+    found = {
+        "systemd": re.search(r"^Environment=GLIBC_TUNABLES=(\S+)$", (ROOT / "deploy/systemd/redshift-export-worker.service").read_text(), re.M),
+        "image": re.search(r"GLIBC_TUNABLES=(\S+)", (ROOT / "deploy/container/Containerfile").read_text()),
+        "bench": re.search(r'^GLIBC_TUNABLES = "(\S+)"$', (ROOT / "scripts/bench.py").read_text(), re.M),
+    }
+    deployment = yaml.safe_load((ROOT / "deploy/k8s/base/deployment.yaml").read_text())
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {name: m.group(1) if m else None for name, m in found.items()}
+    values["kubernetes"] = next((e["value"] for e in env if e["name"] == "GLIBC_TUNABLES"), None)
+    assert set(values.values()) == {"glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576"}, values

@@ -137,3 +137,24 @@ def test_client_request_token_makes_a_repeat_succeed_without_writing(table):
         ddb.transact_write_items(TransactItems=changed, ClientRequestToken=token)
     got = ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
     assert got["v"] == {"N": "1"}
+
+
+def test_size_of_a_missing_attribute_fails_the_condition_instead_of_erroring(table):
+    # DynamoDB: the comparison is false, so the write is refused with a failed condition.
+    key = {"pk": {"S": f"sem-{uuid.uuid4().hex[:8]}"}, "sk": {"S": "semaphore"}}
+    take = dict(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET holders.#h = :until",
+        ConditionExpression="attribute_exists(holders.#h) OR size(holders) < :cap",
+        ExpressionAttributeNames={"#h": "r1"},
+        ExpressionAttributeValues={":until": {"N": "100"}, ":cap": {"N": "1"}},
+    )
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.update_item(**take)
+    ddb.put_item(TableName=table, Item={**key, "holders": {"M": {}}})
+    ddb.update_item(**take)
+    # Full: another holder is refused; the holder itself may renew.
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        ddb.update_item(**{**take, "ExpressionAttributeNames": {"#h": "r2"}})
+    ddb.update_item(**take)

@@ -3,6 +3,8 @@ package for messages. Prints JSON on stdout.
 
     inspect.py zip PATH     {"entries": [{"name", "size", "compress_type", "text"}], "testzip": null}
     inspect.py mime PATH    {"from", "to", "envelope_to", "subject", "text", "html"}
+    inspect.py event PATH   {"errors": [...]}: the event checked against schema/event.json
+                            (needs jsonschema: run it with the devstack's Python)
 """
 
 import email
@@ -44,6 +46,23 @@ def read_mime(path):
     }
 
 
+def check_event(path):
+    import pathlib
+
+    # This file is named like the standard library's inspect, which jsonschema imports.
+    here = str(pathlib.Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and pathlib.Path(p).resolve() != pathlib.Path(here)]
+    import jsonschema
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "schema" / "event.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    with open(path) as f:
+        event = json.load(f)
+    return {"errors": [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(event)]}
+
+
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
-    print(json.dumps(read_zip(path) if kind == "zip" else read_mime(path)))
+    readers = {"zip": read_zip, "mime": read_mime, "event": check_event}
+    print(json.dumps(readers[kind](path)))

@@ -19,6 +19,21 @@ pub fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config(&var("AWS_ENDPOINT_URL")))
 }
 
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    sqs()
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueArn]
+        .clone()
+}
+
 pub fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk_config(&var("AWS_ENDPOINT_URL")))
 }
@@ -163,6 +178,16 @@ impl Daemon {
         }
         self.send(&body.to_string()).await;
         rid
+    }
+
+    /// Sends a small export (demo.orders 1–10) with `notify`; returns its request id.
+    pub async fn request_with(&self, notify: Value) -> String {
+        self.request(
+            "orders_between",
+            serde_json::json!({"first": 1, "last": 10}),
+            serde_json::json!({ "notify": notify }),
+        )
+        .await
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the daemon.
@@ -329,8 +354,13 @@ pub async fn state_in(table: &str, rid: &str) -> Option<HashMap<String, String>>
 
 /// Waits (at most `secs`) for the request to be COMPLETED, FAILED or CANCELLED.
 pub async fn wait_terminal(rid: &str, secs: u64) -> HashMap<String, String> {
+    wait_terminal_in(&var("DEVSTACK_TABLE"), rid, secs).await
+}
+
+/// [`wait_terminal`] in `table`.
+pub async fn wait_terminal_in(table: &str, rid: &str, secs: u64) -> HashMap<String, String> {
     for _ in 0..secs * 10 {
-        if let Some(s) = state(rid).await
+        if let Some(s) = state_in(table, rid).await
             && matches!(
                 s.get("status").map(String::as_str),
                 Some("COMPLETED" | "FAILED" | "CANCELLED")
@@ -342,7 +372,7 @@ pub async fn wait_terminal(rid: &str, secs: u64) -> HashMap<String, String> {
     }
     panic!(
         "request {rid} did not finish within {secs} s; state: {:?}",
-        state(rid).await
+        state_in(table, rid).await
     );
 }
 
@@ -405,18 +435,10 @@ pub async fn history(rid: &str) -> Vec<String> {
 
 /// The `to` of every history event in `table`, oldest first.
 pub async fn history_in(table: &str, rid: &str) -> Vec<String> {
-    let out = dynamodb()
-        .query()
-        .table_name(table)
-        .key_condition_expression("request_id = :id AND begins_with(sk, :p)")
-        .expression_attribute_values(":id", AttributeValue::S(rid.into()))
-        .expression_attribute_values(":p", AttributeValue::S("event#".into()))
-        .send()
+    history_details_in(table, rid)
         .await
-        .unwrap();
-    out.items()
-        .iter()
-        .map(|i| i.get("to").unwrap().as_s().unwrap().clone())
+        .into_iter()
+        .map(|(to, _)| to)
         .collect()
 }
 
@@ -455,7 +477,8 @@ fn inspect(kind: &str, path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Checks the zip with `unzip -t` and Python's zipfile; returns (name, text) of every entry.
+/// Checks the zip with `unzip -t`, Python's zipfile and the `zip` crate (which must read the
+/// same names and bytes as Python); returns (name, text) of every entry.
 pub fn read_zip(path: &Path) -> Vec<(String, String)> {
     let unzip = std::process::Command::new("unzip")
         .arg("-tq")
@@ -473,7 +496,7 @@ pub fn read_zip(path: &Path) -> Vec<(String, String)> {
         "zipfile.testzip found a bad entry: {}",
         v["testzip"]
     );
-    v["entries"]
+    let entries: Vec<(String, String)> = v["entries"]
         .as_array()
         .unwrap()
         .iter()
@@ -484,7 +507,22 @@ pub fn read_zip(path: &Path) -> Vec<(String, String)> {
                 e["text"].as_str().unwrap().to_string(),
             )
         })
-        .collect()
+        .collect();
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let read: Vec<(String, String)> = (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).unwrap();
+            let mut text = String::new();
+            // The zip crate checks each entry's CRC-32 and size as it reaches the end.
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            (entry.name().to_string(), text)
+        })
+        .collect();
+    assert!(
+        read == entries,
+        "the zip crate reads another archive than Python"
+    );
+    entries
 }
 
 /// The email in the SMTP sink that mentions `rid`, decoded.
@@ -511,6 +549,96 @@ pub async fn smtp_mail(rid: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no email for {rid} in {}", dir.display());
+}
+
+/// (to, detail) of every history event, oldest first.
+pub async fn history_details(rid: &str) -> Vec<(String, String)> {
+    history_details_in(&var("DEVSTACK_TABLE"), rid).await
+}
+
+/// [`history_details`] in `table`.
+pub async fn history_details_in(table: &str, rid: &str) -> Vec<(String, String)> {
+    let out = dynamodb()
+        .query()
+        .table_name(table)
+        .key_condition_expression("request_id = :id AND begins_with(sk, :p)")
+        .expression_attribute_values(":id", AttributeValue::S(rid.into()))
+        .expression_attribute_values(":p", AttributeValue::S("event#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .map(|i| {
+            let get = |k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (get("to"), get("detail"))
+        })
+        .collect()
+}
+
+/// The overrides that add the devstack's webhook sink as destination `name`, at `path` of it
+/// (`/hooks/partner-a`, or `/hooks/fail`, `/hooks/flaky`, `/hooks/redirect`: see
+/// devstack/lib/webhook_sink.py), signed with the secret in DEVSTACK_WEBHOOK_SECRET.
+pub fn webhook(name: &str, path: &str) -> Vec<(String, String)> {
+    let name = name.to_ascii_uppercase();
+    let key = |k: &str| format!("EXPORT_WORKER__EVENTS__DESTINATIONS__{name}__{k}");
+    vec![
+        (key("TYPE"), "webhook".into()),
+        (key("URL"), format!("{}{path}", var("DEVSTACK_WEBHOOK_URL"))),
+        (key("SECRET_ENV"), "DEVSTACK_WEBHOOK_SECRET".into()),
+        (key("CA_FILE"), var("DEVSTACK_WEBHOOK_CA")),
+        (
+            "DEVSTACK_WEBHOOK_SECRET".into(),
+            var("DEVSTACK_WEBHOOK_SECRET"),
+        ),
+    ]
+}
+
+/// Deliveries the webhook sink stored for `rid` (by the event's request id), oldest first.
+pub fn webhook_deliveries(rid: &str) -> Vec<Value> {
+    let dir = PathBuf::from(var("DEVSTACK_WEBHOOK_DIR"));
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).ok()?).ok())
+        .filter(|d| d["body"]["request_id"] == rid)
+        .collect()
+}
+
+/// Checks an event against schema/event.json with Python's jsonschema; returns the problems.
+pub fn event_schema_errors(event: &Value) -> Vec<String> {
+    let path = std::env::temp_dir().join(format!("{}.json", testkit::unique("event")));
+    std::fs::write(&path, event.to_string()).unwrap();
+    let out = std::process::Command::new(root().join("target/devstack/venv/bin/python"))
+        .arg(root().join("tests/support/inspect.py"))
+        .arg("event")
+        .arg(&path)
+        .output()
+        .expect("the devstack's python");
+    assert!(
+        out.status.success(),
+        "inspect.py event failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    result["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// Every email in the SMTP sink that mentions `rid`: (envelope recipients, raw message).
