@@ -52,7 +52,9 @@ pub fn prepare(
     };
     Ok(Prepared {
         select,
-        layout: request.layout.unwrap_or(settings.archive.layout),
+        layout: request
+            .layout
+            .unwrap_or(request.format.default_layout(settings.archive.layout)),
         recipients,
         destinations,
     })

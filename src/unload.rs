@@ -45,9 +45,14 @@ pub fn build(
         Format::Csv if layout == Layout::Parts => sql.push_str(" FORMAT AS CSV HEADER"),
         Format::Csv => sql.push_str(" FORMAT AS CSV"),
         Format::Json => sql.push_str(" FORMAT AS JSON"),
+        Format::Parquet => sql.push_str(" FORMAT AS PARQUET"),
+    }
+    // Parquet compresses inside (Snappy per row group) and refuses GZIP.
+    if format != Format::Parquet {
+        sql.push_str(" GZIP");
     }
     sql.push_str(&format!(
-        " GZIP PARALLEL ON MAXFILESIZE {} MB MANIFEST VERBOSE ALLOWOVERWRITE",
+        " PARALLEL ON MAXFILESIZE {} MB MANIFEST VERBOSE ALLOWOVERWRITE",
         redshift.max_file_size_mb
     ));
     if let Some(key) = &redshift.kms_key_id {
@@ -113,6 +118,20 @@ mod tests {
         );
         assert!(json.contains("IAM_ROLE 'arn:aws:iam::1:role/r' FORMAT AS JSON GZIP"));
         assert!(json.ends_with("ENCRYPTED KMS_KEY_ID 'k-1' REGION 'eu-west-1'"));
+        // PARQUET with GZIP or HEADER is an error in Redshift; with SSE-KMS it is allowed.
+        let parquet = build(
+            "select 1",
+            Format::Parquet,
+            Layout::Parts,
+            &kms,
+            "up",
+            &prefix,
+        );
+        assert!(parquet.contains(
+            "FORMAT AS PARQUET PARALLEL ON MAXFILESIZE 256 MB MANIFEST VERBOSE ALLOWOVERWRITE \
+             ENCRYPTED KMS_KEY_ID 'k-1'"
+        ));
+        assert!(!parquet.contains("GZIP") && !parquet.contains("HEADER"));
     }
 
     #[test]

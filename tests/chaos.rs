@@ -1,7 +1,7 @@
 //! Chaos: several workers on one queue, one of them SIGKILLed and restarted every few
 //! seconds, every AWS service behind a proxy that fails requests, loses responses after the
 //! write and cuts connections, the Data API throttling and failing, mixed templates, layouts
-//! and formats, and duplicate deliveries, under a fleet-wide cap of two running statements.
+//! and formats (CSV, JSON, Parquet), and duplicate deliveries, under a fleet-wide cap of two running statements.
 //! Whatever happens, every request must end COMPLETED, exported by exactly one UNLOAD into one
 //! archive whose rows are the source's, with the queues empty, duplicate emails rare, the
 //! emulator never running more statements than the cap, and no statement slot left held.
@@ -35,7 +35,12 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 /// One request of the mix: its body and the data rows it must export.
 fn mix(i: usize, rid: &str) -> (Value, u64) {
-    let format = if i % 5 == 4 { "json" } else { "csv" };
+    // Parquet only where the layout is `parts` (odd i).
+    let format = match (i % 5, i % 10) {
+        (4, _) => "json",
+        (_, 7) => "parquet",
+        _ => "csv",
+    };
     let layout = if i.is_multiple_of(2) {
         "single"
     } else {
@@ -283,7 +288,12 @@ async fn every_request_ends_completed_once_whatever_fails() {
             .unwrap();
         assert!(unzip.status.success(), "{rid}: unzip");
         let text = String::from_utf8_lossy(&unzip.stdout);
-        let data_rows = if s["request"].contains("\"json\"") {
+        let data_rows = if s["request"].contains("\"parquet\"") {
+            read_parquet_zip(&path)
+                .iter()
+                .map(|e| e.rows.len() as u64)
+                .sum()
+        } else if s["request"].contains("\"json\"") {
             text.lines().filter(|l| !l.is_empty()).count() as u64
         } else {
             // One header line per entry.

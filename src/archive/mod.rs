@@ -13,8 +13,10 @@
 //! stays an entry of its own, closed with a final block). A part the joining decoder refuses
 //! makes the archive be built again with recompression, where zlib decodes the parts and
 //! judges whether they are corrupt ([`Archived::recompressed`] says why).
+//! - Parquet (either layout): one stored entry per part, as Redshift wrote it ([`stored`]).
 //! - Zero rows (no manifest, or one without entries): one empty CSV, with its header when the
-//!   columns are known.
+//!   columns are known (JSON: one empty file; Parquet: no entry, since an empty file is not
+//!   Parquet).
 
 pub mod deflate;
 pub mod edits;
@@ -26,6 +28,7 @@ mod manifest;
 mod parts;
 mod recompress;
 pub mod sink;
+mod stored;
 pub mod zip;
 
 use std::sync::Arc;
@@ -223,7 +226,12 @@ impl Archiver {
         let mut scratch = Vec::new();
         let ext = plan.format.extension();
 
-        if plan.layout == Layout::Single || entries.is_empty() {
+        if plan.format == Format::Parquet {
+            // Stored, one entry per file, whatever the layout says (a Parquet request is
+            // always `parts`); zero rows make an archive without entries.
+            self.store_parts(plan, entries, &mut zip, &mut out, sink, &mut budget)
+                .await?;
+        } else if plan.layout == Layout::Single || entries.is_empty() {
             let header = match plan.format {
                 Format::Csv if !columns.is_empty() => csv_header(&columns),
                 _ => String::new(),

@@ -264,7 +264,11 @@ impl Ahead {
 
 impl Archiver {
     /// The keys of the manifest's parts, each checked to be under the attempt's prefix.
-    fn keys(&self, plan: Plan<'_>, entries: &[ManifestEntry]) -> Result<Vec<String>, JobError> {
+    pub(super) fn keys(
+        &self,
+        plan: Plan<'_>,
+        entries: &[ManifestEntry],
+    ) -> Result<Vec<String>, JobError> {
         entries
             .iter()
             .map(|e| Ok(self.part_key(&e.url, plan.unload_prefix)?.to_string()))

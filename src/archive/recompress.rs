@@ -13,7 +13,7 @@ use crate::aws::AwsResultExt;
 use crate::error::JobError;
 
 impl Archiver {
-    async fn get(&self, key: &str) -> Result<ByteStream, JobError> {
+    pub(super) async fn get(&self, key: &str) -> Result<ByteStream, JobError> {
         let out = self
             .s3
             .get_object()

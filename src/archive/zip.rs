@@ -1,4 +1,5 @@
-//! A streaming ZIP writer for DEFLATE entries whose data arrives already compressed.
+//! A streaming ZIP writer for DEFLATE entries whose data arrives already compressed, and for
+//! stored entries (method 0: Parquet files, which compress inside).
 //!
 //! The `zip` crate cannot write pre-compressed data with a CRC and sizes supplied afterwards,
 //! which the pass-through path needs, so the records are written here (PKWARE's APPNOTE.TXT
@@ -18,7 +19,24 @@ const END: u32 = 0x0605_4b50;
 
 /// Flag bit 3 (sizes in the data descriptor) and bit 11 (UTF-8 names).
 const FLAGS: u16 = 0x0008 | 0x0800;
-const METHOD_DEFLATE: u16 = 8;
+
+/// How an entry's data is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Method 0: the data as it is.
+    Stored,
+    /// Method 8.
+    Deflate,
+}
+
+impl Method {
+    fn code(self) -> u16 {
+        match self {
+            Method::Stored => 0,
+            Method::Deflate => 8,
+        }
+    }
+}
 /// ZIP64 needs version 4.5.
 const VERSION_NEEDED: u16 = 45;
 /// Made by: Unix (3) so the external attributes carry a file mode; version 4.5.
@@ -29,6 +47,7 @@ const U32_MAX: u64 = 0xFFFF_FFFF;
 
 struct CentralEntry {
     name: String,
+    method: Method,
     crc: u32,
     compressed: u64,
     uncompressed: u64,
@@ -48,8 +67,8 @@ pub struct Entry {
 pub struct ZipWriter {
     offset: u64,
     entries: Vec<CentralEntry>,
-    /// Name and local-header offset of the entry being written.
-    open: Option<(String, u64)>,
+    /// Name, method and local-header offset of the entry being written.
+    open: Option<(String, Method, u64)>,
     dos_time: u16,
     dos_date: u16,
 }
@@ -84,12 +103,22 @@ impl ZipWriter {
 
     /// Starts a DEFLATE entry.
     pub fn start_entry(&mut self, name: &str, out: &mut Vec<u8>) {
+        self.start(name, Method::Deflate, out);
+    }
+
+    /// Starts an entry whose data is written as it is (method 0); its CRC-32 and size follow
+    /// the data in the descriptor like any other entry's.
+    pub fn start_stored(&mut self, name: &str, out: &mut Vec<u8>) {
+        self.start(name, Method::Stored, out);
+    }
+
+    fn start(&mut self, name: &str, method: Method, out: &mut Vec<u8>) {
         debug_assert!(self.open.is_none(), "previous entry not finished");
         let mut rec = Vec::with_capacity(30 + name.len() + 20);
         put32(&mut rec, LOCAL_HEADER);
         put16(&mut rec, VERSION_NEEDED);
         put16(&mut rec, FLAGS);
-        put16(&mut rec, METHOD_DEFLATE);
+        put16(&mut rec, method.code());
         put16(&mut rec, self.dos_time);
         put16(&mut rec, self.dos_date);
         put32(&mut rec, 0); // CRC-32: in the data descriptor
@@ -102,7 +131,7 @@ impl ZipWriter {
         put16(&mut rec, 16);
         put64(&mut rec, 0);
         put64(&mut rec, 0);
-        self.open = Some((name.to_string(), self.offset));
+        self.open = Some((name.to_string(), method, self.offset));
         self.emit(out, &rec);
     }
 
@@ -119,7 +148,7 @@ impl ZipWriter {
         uncompressed: u64,
         out: &mut Vec<u8>,
     ) {
-        let Some((name, offset)) = self.open.take() else {
+        let Some((name, method, offset)) = self.open.take() else {
             debug_assert!(false, "no open entry");
             return;
         };
@@ -129,8 +158,10 @@ impl ZipWriter {
         put64(&mut rec, compressed);
         put64(&mut rec, uncompressed);
         self.emit(out, &rec);
+        debug_assert!(method == Method::Deflate || compressed == uncompressed);
         self.entries.push(CentralEntry {
             name,
+            method,
             crc,
             compressed,
             uncompressed,
@@ -159,7 +190,7 @@ impl ZipWriter {
         put16(cd, VERSION_MADE_BY);
         put16(cd, VERSION_NEEDED);
         put16(cd, FLAGS);
-        put16(cd, METHOD_DEFLATE);
+        put16(cd, e.method.code());
         put16(cd, self.dos_time);
         put16(cd, self.dos_date);
         put32(cd, e.crc);
@@ -331,6 +362,49 @@ mod tests {
                 .unwrap();
             assert_eq!(inflated, data);
             p += 46 + name_len;
+        }
+    }
+
+    /// Stored and DEFLATE entries side by side, read back by the `zip` crate.
+    #[test]
+    fn stored_entries_read_back() {
+        let mut zip = ZipWriter::new(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        let mut out = Vec::new();
+        let stored: &[u8] = b"PAR1 not compressed at all PAR1";
+        zip.start_stored("0000_part_00.parquet", &mut out);
+        zip.write(stored, &mut out);
+        let len = stored.len() as u64;
+        zip.finish_entry(crc32fast::hash(stored), len, len, &mut out);
+        let text: &[u8] = b"id\n1\n";
+        let compressed = deflate(text);
+        zip.start_entry("b.csv", &mut out);
+        zip.write(&compressed, &mut out);
+        zip.finish_entry(
+            crc32fast::hash(text),
+            compressed.len() as u64,
+            text.len() as u64,
+            &mut out,
+        );
+        let written = zip.finish(&mut out);
+        assert_eq!(written.len(), 2);
+
+        let mut archive = ::zip::ZipArchive::new(std::io::Cursor::new(out)).unwrap();
+        for (i, (name, data, method)) in [
+            (
+                "0000_part_00.parquet",
+                stored,
+                ::zip::CompressionMethod::Stored,
+            ),
+            ("b.csv", text, ::zip::CompressionMethod::Deflated),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut file = archive.by_index(i).unwrap();
+            assert_eq!((file.name(), file.compression()), (name, method));
+            let mut read = Vec::new();
+            file.read_to_end(&mut read).unwrap();
+            assert_eq!(read, data);
         }
     }
 

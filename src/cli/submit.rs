@@ -42,6 +42,7 @@ pub(super) struct Args {
 enum FormatArg {
     Csv,
     Json,
+    Parquet,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -92,6 +93,7 @@ fn body(args: &Args) -> Result<(String, String), String> {
     let format = match args.format {
         FormatArg::Csv => Format::Csv,
         FormatArg::Json => Format::Json,
+        FormatArg::Parquet => Format::Parquet,
     };
     let mut body = json!({
         "version": 1,

@@ -84,6 +84,8 @@ impl fmt::Display for EmailAddress {
 pub enum Format {
     Csv,
     Json,
+    /// Parquet files as UNLOAD writes them; never joined (see [`Layout`]).
+    Parquet,
 }
 
 impl Format {
@@ -91,11 +93,22 @@ impl Format {
         match self {
             Format::Csv => "csv",
             Format::Json => "json",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    /// The layout a request gets when it names none: Parquet files cannot be concatenated,
+    /// so they are always one entry per file.
+    pub fn default_layout(self, configured: Layout) -> Layout {
+        match self {
+            Format::Parquet => Layout::Parts,
+            Format::Csv | Format::Json => configured,
         }
     }
 }
 
-/// Layout of the zip.
+/// Layout of the zip. A Parquet export is always `Parts`: `Single` with Parquet is refused
+/// when the message is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {

@@ -72,12 +72,19 @@ pub(super) fn parse(value: Value, request_id: &RequestId) -> Result<ExportReques
             "requested_by must be at most {MAX_REQUESTED_BY} printable characters"
         )));
     }
+    let format = m.format.unwrap_or(Format::Csv);
+    if format == Format::Parquet && m.layout == Some(Layout::Single) {
+        return Err(invalid(
+            "layout single cannot hold format parquet: Parquet files cannot be concatenated \
+             into one; use layout parts (the default for parquet)",
+        ));
+    }
     let (email, events) = m.notify.map(|n| (n.email, n.events)).unwrap_or_default();
     let recipients = recipients(email)?;
     Ok(ExportRequest {
         request_id: request_id.clone(),
         query: query_source(m.query, m.sql, m.params)?,
-        format: m.format.unwrap_or(Format::Csv),
+        format,
         layout: m.layout,
         recipients,
         events: event_destinations(events)?,

@@ -5,6 +5,9 @@ package for messages. Prints JSON on stdout.
     inspect.py mime PATH    {"from", "to", "envelope_to", "subject", "text", "html"}
     inspect.py event PATH   {"errors": [...]}: the event checked against schema/event.json
                             (needs jsonschema: run it with the devstack's Python)
+    inspect.py parquet PATH {"entries": [{"name", "compress_type", "schema", "rows"}]}: every
+                            entry of the archive read with pyarrow, each value in PostgreSQL's
+                            text form (needs pyarrow: the devstack's Python)
 """
 
 import email
@@ -29,6 +32,48 @@ def read_zip(path):
                 }
             )
     return {"testzip": bad, "entries": entries}
+
+
+def pg_text(value):
+    """A value as PostgreSQL prints it (psql's unaligned text), None for NULL."""
+    import datetime
+    import decimal
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime.datetime):
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        if value.microsecond:
+            text += ("%.6f" % (value.microsecond / 1e6))[1:].rstrip("0")
+        return text
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
+
+
+def read_parquet(path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    entries = []
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            table = pq.read_table(io.BytesIO(z.read(info)))
+            rows = [[pg_text(v) for v in row.values()] for row in table.to_pylist()]
+            entries.append(
+                {
+                    "name": info.filename,
+                    "compress_type": info.compress_type,
+                    "schema": [[f.name, str(f.type)] for f in table.schema],
+                    "rows": rows,
+                }
+            )
+    return {"entries": entries}
 
 
 def read_mime(path):
@@ -64,5 +109,10 @@ def check_event(path):
 
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
-    readers = {"zip": read_zip, "mime": read_mime, "event": check_event}
+    readers = {
+        "zip": read_zip,
+        "mime": read_mime,
+        "event": check_event,
+        "parquet": read_parquet,
+    }
     print(json.dumps(readers[kind](path)))

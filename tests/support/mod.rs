@@ -617,22 +617,91 @@ pub fn webhook_deliveries(rid: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Checks an event against schema/event.json with Python's jsonschema; returns the problems.
-pub fn event_schema_errors(event: &Value) -> Vec<String> {
-    let path = std::env::temp_dir().join(format!("{}.json", testkit::unique("event")));
-    std::fs::write(&path, event.to_string()).unwrap();
+/// `inspect.py` run by the devstack's Python, which has the libraries (jsonschema, pyarrow).
+fn inspect_with_libraries(kind: &str, path: &Path) -> Value {
     let out = std::process::Command::new(root().join("target/devstack/venv/bin/python"))
         .arg(root().join("tests/support/inspect.py"))
-        .arg("event")
-        .arg(&path)
+        .arg(kind)
+        .arg(path)
         .output()
         .expect("the devstack's python");
     assert!(
         out.status.success(),
-        "inspect.py event failed: {}",
+        "inspect.py {kind} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// One entry of an archive of Parquet files, as pyarrow reads it.
+#[derive(Debug)]
+pub struct ParquetEntry {
+    pub name: String,
+    /// ZIP compression method.
+    pub method: u64,
+    /// (column, Arrow type).
+    pub schema: Vec<(String, String)>,
+    /// Every value in PostgreSQL's text form; None for NULL.
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// Checks an archive of Parquet files with `unzip -t` and the `zip` crate (each entry's
+/// CRC-32 and size), then reads every entry with pyarrow.
+pub fn read_parquet_zip(path: &Path) -> Vec<ParquetEntry> {
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(path)
+        .output()
+        .expect("unzip");
+    assert!(
+        // An archive without entries is valid; unzip only warns about it.
+        unzip.status.success()
+            || String::from_utf8_lossy(&unzip.stdout).contains("zipfile is empty"),
+        "unzip -t failed: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        std::io::copy(&mut entry, &mut std::io::sink()).unwrap();
+    }
+    let v = inspect_with_libraries("parquet", path);
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| ParquetEntry {
+            name: e["name"].as_str().unwrap().to_string(),
+            method: e["compress_type"].as_u64().unwrap(),
+            schema: serde_json::from_value(e["schema"].clone()).unwrap(),
+            rows: serde_json::from_value(e["rows"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+/// The rows of `query` from PostgreSQL itself, every value in its text form.
+pub async fn pg_rows(query: &str) -> Vec<Vec<Option<String>>> {
+    let pg = testkit::pg().await;
+    pg.simple_query(query)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks an event against schema/event.json with Python's jsonschema; returns the problems.
+pub fn event_schema_errors(event: &Value) -> Vec<String> {
+    let path = std::env::temp_dir().join(format!("{}.json", testkit::unique("event")));
+    std::fs::write(&path, event.to_string()).unwrap();
+    let result = inspect_with_libraries("event", &path);
     result["errors"]
         .as_array()
         .unwrap()

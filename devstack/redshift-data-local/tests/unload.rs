@@ -450,7 +450,10 @@ async fn invalid_statements_fail_with_redshift_errors() {
             unload(&format!("{select} limit 1"), &prefix, ""),
             "Limit clause",
         ),
-        (unload(select, &prefix, "PARQUET"), "not implemented"),
+        (
+            unload(select, &prefix, "PARQUET HEADER"),
+            "PARQUET and HEADER",
+        ),
         (unload(select, &prefix, "ZSTD"), "not implemented"),
         (
             unload("select * from missing_table", &prefix, ""),

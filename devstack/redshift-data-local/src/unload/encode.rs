@@ -52,6 +52,11 @@ impl RowEncoder {
         }
     }
 
+    /// The column names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Appends the header line (column names) to `out`.
     pub fn header(&self, out: &mut Vec<u8>) {
         let names: Vec<Option<&str>> = self.names.iter().map(|n| Some(n.as_str())).collect();

@@ -1,9 +1,10 @@
 //! UNLOAD: run the inner SELECT on PostgreSQL and write its rows to S3 the way Redshift does —
-//! object names, slices, file-size splitting, HEADER in every file, GZIP, manifests, overwrite
-//! rules. Rows are streamed from PostgreSQL to S3; no more than one multipart part per open
+//! object names, slices, file-size splitting, HEADER in every file, GZIP, Parquet
+//! ([`parquet`]), manifests, overwrite rules. Rows are streamed from PostgreSQL to S3; no more than one multipart part per open
 //! file is held in memory.
 
 pub mod encode;
+pub mod parquet;
 pub mod parse;
 pub mod sink;
 
@@ -69,6 +70,8 @@ pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
 struct Column {
     name: String,
     kind: ValueKind,
+    /// How the column is written in FORMAT PARQUET.
+    parquet: parquet::Kind,
     /// `format_type()` output, e.g. `character varying(50)`.
     formatted: String,
 }
@@ -105,6 +108,7 @@ pub async fn run(
         columns.iter().map(|c| c.name.clone()).collect(),
         columns.iter().map(|c| c.kind).collect(),
     );
+    let parquet_kinds: Vec<parquet::Kind> = columns.iter().map(|c| c.parquet).collect();
     let slice_count = if spec.parallel {
         settings.slices.max(1)
     } else {
@@ -119,7 +123,16 @@ pub async fn run(
         })
         .collect();
 
-    let written = stream_rows(pg, spec, &encoder, &target, &mut slices, cancel).await;
+    let written = stream_rows(
+        pg,
+        spec,
+        &encoder,
+        &parquet_kinds,
+        &target,
+        &mut slices,
+        cancel,
+    )
+    .await;
     let rows = match written {
         Ok(rows) => rows,
         Err(e) => {
@@ -191,6 +204,10 @@ async fn describe_columns(
         .map(|(i, c)| Column {
             name: c.name().to_string(),
             kind: ValueKind::for_type(c.type_().name()),
+            parquet: parquet::Kind::for_column(
+                c.type_().name(),
+                formatted.get(i).map_or("", String::as_str),
+            ),
             formatted: formatted
                 .get(i)
                 .cloned()
@@ -266,9 +283,46 @@ fn is_output_name(suffix: &str) -> bool {
         || digits(0..3)
 }
 
+/// A data file being written: text (delimited, CSV, JSON; maybe gzipped) or Parquet.
+enum OutputFile {
+    Text(DataFile),
+    Parquet(parquet::ParquetFile),
+}
+
+impl OutputFile {
+    fn records(&self) -> u64 {
+        match self {
+            OutputFile::Text(f) => f.records,
+            OutputFile::Parquet(f) => f.records,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            OutputFile::Text(f) => f.size(),
+            OutputFile::Parquet(f) => f.size(),
+        }
+    }
+
+    /// `(key, content_length, records)`.
+    async fn finish(self) -> Result<(String, u64, u64), UnloadFailure> {
+        match self {
+            OutputFile::Text(f) => Ok(f.finish().await?),
+            OutputFile::Parquet(f) => f.finish().await,
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            OutputFile::Text(f) => f.abort().await,
+            OutputFile::Parquet(f) => f.abort().await,
+        }
+    }
+}
+
 struct Slice {
     index: usize,
-    file: Option<DataFile>,
+    file: Option<OutputFile>,
     next_part: usize,
     /// Finished files: (key, content_length, records).
     done: Vec<(String, u64, u64)>,
@@ -277,6 +331,7 @@ struct Slice {
 fn file_suffix(spec: &UnloadSpec) -> String {
     match (&spec.extension, spec.compression) {
         (Some(ext), _) => format!(".{ext}"),
+        (None, _) if spec.format == Format::Parquet => ".parquet".into(),
         (None, Compression::Gzip) => ".gz".into(),
         (None, _) => String::new(),
     }
@@ -286,6 +341,7 @@ async fn stream_rows(
     pg: &tokio_postgres::Client,
     spec: &UnloadSpec,
     encoder: &RowEncoder,
+    parquet_kinds: &[parquet::Kind],
     target: &Target,
     slices: &mut [Slice],
     cancel: &mut watch::Receiver<bool>,
@@ -313,12 +369,14 @@ async fn stream_rows(
         };
         record.clear();
         let fields: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-        encoder.row(&fields, &mut record);
+        if spec.format != Format::Parquet {
+            encoder.row(&fields, &mut record);
+        }
 
         let slice_count = slices.len();
         let slice = &mut slices[(rows as usize) % slice_count];
         if let Some(file) = &slice.file
-            && file.records > header_records
+            && file.records() > header_records
             && file.size() + record.len() as u64 > spec.max_file_size
             && let Some(full) = slice.file.take()
         {
@@ -336,19 +394,26 @@ async fn stream_rows(
                     format!("{}{:03}{suffix}", spec.prefix, slice.next_part)
                 };
                 slice.next_part += 1;
-                let mut file = DataFile::new(
-                    ObjectWriter::new(target.clone(), key),
-                    spec.compression == Compression::Gzip,
-                );
-                if spec.header {
-                    let mut header = Vec::new();
-                    encoder.header(&mut header);
-                    file.write_record(&header).await?;
-                }
+                let object = ObjectWriter::new(target.clone(), key);
+                let file = if spec.format == Format::Parquet {
+                    let names: Vec<String> = encoder.names().to_vec();
+                    OutputFile::Parquet(parquet::ParquetFile::new(object, &names, parquet_kinds)?)
+                } else {
+                    let mut file = DataFile::new(object, spec.compression == Compression::Gzip);
+                    if spec.header {
+                        let mut header = Vec::new();
+                        encoder.header(&mut header);
+                        file.write_record(&header).await?;
+                    }
+                    OutputFile::Text(file)
+                };
                 slice.file.insert(file)
             }
         };
-        file.write_record(&record).await?;
+        match file {
+            OutputFile::Text(file) => file.write_record(&record).await?,
+            OutputFile::Parquet(file) => file.write_row(&fields).await?,
+        }
         rows += 1;
     }
     Ok(rows)

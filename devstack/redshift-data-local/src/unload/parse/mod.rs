@@ -224,7 +224,7 @@ fn spec(
 ) -> Result<UnloadSpec, UnloadError> {
     let format = s.format.unwrap_or(Format::Text);
     check_combinations(&s, format)?;
-    check_supported(&s, format)?;
+    check_supported(&s)?;
 
     let select_tokens = tokenize(&select)?;
     if has_outer_limit(&select_tokens) {
@@ -420,9 +420,8 @@ fn check_combinations(s: &Seen, format: Format) -> Result<(), UnloadError> {
 }
 
 /// Options that are valid Redshift but that this emulator does not implement.
-fn check_supported(s: &Seen, format: Format) -> Result<(), UnloadError> {
+fn check_supported(s: &Seen) -> Result<(), UnloadError> {
     let unsupported = [
-        (format == Format::Parquet, "FORMAT PARQUET"),
         (s.fixedwidth, "FIXEDWIDTH"),
         (s.partition_by, "PARTITION BY"),
         (

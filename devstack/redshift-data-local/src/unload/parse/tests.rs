@@ -147,13 +147,19 @@ fn maxfilesize_bounds() {
 
 #[test]
 fn unimplemented_options_are_named() {
-    for options in ["PARQUET", "BZIP2", "ZSTD", "PARTITION BY (a) INCLUDE"] {
+    for options in ["BZIP2", "ZSTD", "PARTITION BY (a) INCLUDE"] {
         let e = parse(&format!("{ROLE} {options}")).unwrap_err();
         assert!(
             e.0.contains("not implemented by redshift-data-local"),
             "{options}: {e}"
         );
     }
+}
+
+#[test]
+fn parquet_is_a_format() {
+    let spec = parse(&format!("{ROLE} FORMAT AS PARQUET MANIFEST VERBOSE")).unwrap();
+    assert_eq!((spec.format, spec.header), (Format::Parquet, false));
 }
 
 #[test]
