@@ -13,8 +13,14 @@ package for messages. Prints JSON on stdout.
 import email
 import email.policy
 import json
+import pathlib
 import sys
 import zipfile
+
+# This file is named like the standard library's inspect, which jsonschema and pyarrow import:
+# its directory comes off the import path before either is imported.
+_HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if p and pathlib.Path(p).resolve() != _HERE]
 
 
 def read_zip(path):
@@ -92,11 +98,6 @@ def read_mime(path):
 
 
 def check_event(path):
-    import pathlib
-
-    # This file is named like the standard library's inspect, which jsonschema imports.
-    here = str(pathlib.Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p and pathlib.Path(p).resolve() != pathlib.Path(here)]
     import jsonschema
 
     root = pathlib.Path(__file__).resolve().parents[2]

@@ -462,13 +462,15 @@ pub async fn download_archive(key: &str) -> (PathBuf, Vec<u8>) {
     (path, body)
 }
 
+/// `tests/support/inspect.py KIND PATH`, run by the devstack's Python (which has jsonschema
+/// and pyarrow).
 fn inspect(kind: &str, path: &Path) -> Value {
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(root().join("target/devstack/venv/bin/python"))
         .arg(root().join("tests/support/inspect.py"))
         .arg(kind)
         .arg(path)
         .output()
-        .expect("python3");
+        .expect("the devstack's python");
     assert!(
         out.status.success(),
         "inspect.py {kind} failed: {}",
@@ -617,22 +619,6 @@ pub fn webhook_deliveries(rid: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `inspect.py` run by the devstack's Python, which has the libraries (jsonschema, pyarrow).
-fn inspect_with_libraries(kind: &str, path: &Path) -> Value {
-    let out = std::process::Command::new(root().join("target/devstack/venv/bin/python"))
-        .arg(root().join("tests/support/inspect.py"))
-        .arg(kind)
-        .arg(path)
-        .output()
-        .expect("the devstack's python");
-    assert!(
-        out.status.success(),
-        "inspect.py {kind} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// One entry of an archive of Parquet files, as pyarrow reads it.
 #[derive(Debug)]
 pub struct ParquetEntry {
@@ -665,7 +651,7 @@ pub fn read_parquet_zip(path: &Path) -> Vec<ParquetEntry> {
         let mut entry = archive.by_index(i).unwrap();
         std::io::copy(&mut entry, &mut std::io::sink()).unwrap();
     }
-    let v = inspect_with_libraries("parquet", path);
+    let v = inspect("parquet", path);
     v["entries"]
         .as_array()
         .unwrap()
@@ -701,7 +687,7 @@ pub async fn pg_rows(query: &str) -> Vec<Vec<Option<String>>> {
 pub fn event_schema_errors(event: &Value) -> Vec<String> {
     let path = std::env::temp_dir().join(format!("{}.json", testkit::unique("event")));
     std::fs::write(&path, event.to_string()).unwrap();
-    let result = inspect_with_libraries("event", &path);
+    let result = inspect("event", &path);
     result["errors"]
         .as_array()
         .unwrap()
