@@ -36,17 +36,24 @@ pub struct Faults {
     /// Operations whose first request always loses its response, so that a test exercises
     /// each of them whatever the dice say.
     pub lose_first: Vec<String>,
+    /// Operations whose first request always fails before reaching the upstream, for the
+    /// same reason.
+    pub fail_first: Vec<String>,
 }
 
 struct Shared {
     upstream: String,
     faults: Faults,
     injected: AtomicU64,
+    /// Injected failures by operation.
+    injected_by_operation: Mutex<HashMap<String, u64>>,
     forwarded: AtomicU64,
     /// Lost and dropped responses by operation.
     lost: Mutex<HashMap<String, u64>>,
     /// Operations of `lose_first` seen so far.
     seen: Mutex<std::collections::HashSet<String>>,
+    /// Operations of `fail_first` seen so far.
+    seen_failing: Mutex<std::collections::HashSet<String>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -86,9 +93,11 @@ impl FaultProxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             faults,
             injected: AtomicU64::new(0),
+            injected_by_operation: Mutex::new(HashMap::new()),
             forwarded: AtomicU64::new(0),
             lost: Mutex::new(HashMap::new()),
             seen: Mutex::new(std::collections::HashSet::new()),
+            seen_failing: Mutex::new(std::collections::HashSet::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let app = axum::Router::new()
@@ -103,6 +112,15 @@ impl FaultProxy {
     /// Requests answered with an injected failure so far.
     pub fn injected(&self) -> u64 {
         self.shared.injected.load(Ordering::Relaxed)
+    }
+
+    /// Injected failures so far, by operation.
+    pub fn injected_by_operation(&self) -> HashMap<String, u64> {
+        self.shared
+            .injected_by_operation
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Requests passed on to the upstream so far.
@@ -159,16 +177,23 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     let faults = &shared.faults;
     let op = operation(&request);
     let eligible = faults.only.is_empty() || faults.only.contains(&op);
-    if eligible && fastrand::f64() < faults.fail {
+    let first_of = |list: &[String], seen: &Mutex<std::collections::HashSet<String>>| {
+        list.contains(&op)
+            && seen
+                .lock()
+                .map(|mut seen| seen.insert(op.clone()))
+                .unwrap_or(false)
+    };
+    if first_of(&faults.fail_first, &shared.seen_failing)
+        || (eligible && fastrand::f64() < faults.fail)
+    {
         shared.injected.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut injected) = shared.injected_by_operation.lock() {
+            *injected.entry(op).or_default() += 1;
+        }
         return injected_failure(&request);
     }
-    let first = faults.lose_first.contains(&op)
-        && shared
-            .seen
-            .lock()
-            .map(|mut seen| seen.insert(op.clone()))
-            .unwrap_or(false);
+    let first = first_of(&faults.lose_first, &shared.seen);
     let lose = first || (eligible && fastrand::f64() < faults.lose);
     let drop = !lose && eligible && fastrand::f64() < faults.drop;
     let failure = injected_failure(&request);
