@@ -2,7 +2,8 @@
 //! UNLOAD: gzip parts of several members (which UNLOAD does not write but a gzip tool may)
 //! are joined member by member in both layouts without rebuilding the archive, and a damaged
 //! part fails the export with a corrupt-data error in both; Parquet parts are stored byte for
-//! byte and an object that is not Parquet fails the export. Every archive is read back with
+//! byte and an object that is not Parquet fails the export; a large part is read by ranges in
+//! parallel, all from one version of the object. Every archive is read back with
 //! `unzip -t`, Python's zipfile and the `zip` crate (`support::read_zip`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -74,18 +75,22 @@ async fn unloaded_as(parts: &[Vec<u8>], records: &[u64], suffix: &str) -> (Reque
 }
 
 fn archiver() -> Archiver {
+    archiver_with(testkit::s3(), &[])
+}
+
+/// An archiver of the local configuration with `overrides`, reading S3 through `s3`.
+fn archiver_with(s3: aws_sdk_s3::Client, overrides: &[(&str, &str)]) -> Archiver {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut env: std::collections::HashMap<String, String> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     env.insert(
         "EXPORT_WORKER__ARCHIVE__BUCKET".into(),
         var("DEVSTACK_ARCHIVE_BUCKET"),
     );
     let settings = Settings::load_with_env(&root.join("config/local.toml"), env).unwrap();
-    Archiver::new(
-        testkit::s3(),
-        settings.archive,
-        var("DEVSTACK_UPLOAD_BUCKET"),
-    )
+    Archiver::new(s3, settings.archive, var("DEVSTACK_UPLOAD_BUCKET"))
 }
 
 async fn build(
@@ -230,5 +235,68 @@ async fn parquet_parts_are_stored_byte_for_byte_and_a_foreign_part_fails() {
     assert!(
         e.to_string().contains("0000_part_01.parquet") && e.to_string().contains("Parquet"),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_large_part_is_read_by_ranges_in_parallel_all_of_one_version() {
+    // Ranges of 1 MiB with 2 MiB of read-ahead: while one range streams, the next two are
+    // fetched. The part is about 3.6 MiB of gzip (random hex compresses poorly), so each of
+    // its reads takes four ranges.
+    let mut rng = fastrand::Rng::with_seed(11);
+    let text: String = (0..100_000)
+        .map(|i| {
+            let hex: String = (0..32).map(|_| format!("{:02x}", rng.u8(..))).collect();
+            format!("{i},{hex}\n")
+        })
+        .collect();
+    let part = gzip_members(&[&text]);
+    assert!(
+        part.len() > 3 << 20 && part.len() < 4 << 20,
+        "{}",
+        part.len()
+    );
+    let (rid, prefix) = unloaded(std::slice::from_ref(&part), &[100_000]).await;
+    let proxy = testkit::FaultProxy::start_with(&var("AWS_ENDPOINT_URL"), Default::default()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&testkit::sdk_config(&proxy.url))
+            .force_path_style(true)
+            .build(),
+    );
+    let archiver = archiver_with(
+        s3,
+        &[
+            ("EXPORT_WORKER__ARCHIVE__RANGE_SIZE_MIB", "1"),
+            ("EXPORT_WORKER__ARCHIVE__READ_AHEAD_MIB", "2"),
+        ],
+    );
+    for layout in [Layout::Parts, Layout::Single] {
+        let archived = build(&archiver, &rid, &prefix, layout).await.unwrap();
+        let (path, _) = download_archive(&archived.key).await;
+        let entries = read_zip(&path);
+        std::fs::remove_file(&path).unwrap();
+        let expected = match layout {
+            Layout::Parts => text.clone(),
+            Layout::Single => format!("id,text\n{text}"),
+        };
+        assert!(entries.len() == 1 && entries[0].1 == expected, "{layout:?}");
+    }
+    let gets = proxy.forwarded_of("GetObject");
+    let ranges: Vec<&str> = gets
+        .iter()
+        .filter_map(|h| h.get("range").and_then(|v| v.to_str().ok()))
+        .collect();
+    // Two layouts, each reading the part twice (decoded, then copied), four ranges a read.
+    assert_eq!(ranges.len(), 2 * 2 * 4, "{ranges:?}");
+    for h in gets.iter().filter(|h| h.contains_key("range")) {
+        let range = h["range"].to_str().unwrap();
+        assert!(
+            range.starts_with("bytes=0-") || h.contains_key("if-match"),
+            "{range} without If-Match"
+        );
+    }
+    assert!(
+        proxy.max_in_flight("GetObject") >= 2,
+        "ranges were not read in parallel"
     );
 }

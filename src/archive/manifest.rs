@@ -23,6 +23,9 @@ pub(super) struct ManifestEntry {
 #[derive(Debug, Deserialize)]
 pub(super) struct EntryMeta {
     pub(super) record_count: Option<u64>,
+    /// The part's length in bytes (every manifest since 2023; not checked, only used to
+    /// decide how to read the part).
+    pub(super) content_length: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

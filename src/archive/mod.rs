@@ -26,6 +26,7 @@ pub mod join;
 mod limits;
 mod manifest;
 mod parts;
+mod read;
 mod recompress;
 pub mod sink;
 mod stored;
@@ -110,6 +111,8 @@ pub struct Archiver {
     /// Parts being decoded at once, in every archive of the process.
     decoders: Arc<Semaphore>,
     decode_threads: usize,
+    /// Reads the upload bucket's parts, by ranges when they are large.
+    reader: read::Reader,
 }
 
 impl Archiver {
@@ -118,12 +121,19 @@ impl Archiver {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n as usize,
         };
+        let reader = read::Reader::new(
+            s3.clone(),
+            upload_bucket.clone(),
+            settings.range_size_mib,
+            settings.read_ahead_mib,
+        );
         Archiver {
             s3,
             settings,
             upload_bucket,
             decoders: Arc::new(Semaphore::new(threads)),
             decode_threads: threads,
+            reader,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Streaming the unloaded parts from the upload bucket into zip entries.
 //!
-//! Passed through (`parts`) or joined (`single`), a part is read twice: first decoded and
+//! Passed through (`parts`) or joined (`single`), a part is read twice (each read by ranges
+//! in parallel when the part is large: `read.rs`): first decoded and
 //! verified, which records how its bytes become the entry's DEFLATE bytes ([`Edits`]), then
 //! read again (with `If-Match` on its ETag, so it is the same object) and changed without
 //! decoding while the entry is written. A part that fits in one batch (256 KiB) is kept from
@@ -18,8 +19,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::JoinQueue;
 
@@ -28,10 +27,11 @@ use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
+use super::read::Reader;
 use super::sink::MultipartSink;
 use super::zip::ZipWriter;
-use super::{Archiver, BuildError, Plan, corrupt, stream_error};
-use crate::aws::{AwsError, AwsResultExt};
+use super::{Archiver, BuildError, Plan, corrupt};
+use crate::aws::AwsError;
 use crate::error::JobError;
 
 /// Input handed to a decoder at once (S3's chunks are much smaller).
@@ -107,42 +107,36 @@ fn refused(part: &str, e: JoinError) -> BuildError {
 /// permits.
 #[derive(Clone)]
 struct Part {
-    s3: Client,
-    bucket: String,
-    key: String,
+    reader: Reader,
+    part: PartRef,
     budget: Budget,
     permits: Arc<Semaphore>,
+}
+
+/// A part the manifest lists: its key and, when the manifest says, its length.
+#[derive(Clone, Debug)]
+pub(super) struct PartRef {
+    pub(super) key: String,
+    pub(super) length: Option<u64>,
 }
 
 /// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
 /// each batch.
 async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
     let Part {
-        s3,
-        bucket,
-        key,
+        reader,
+        part: PartRef { key, length },
         budget,
         permits,
     } = part;
-    let out = s3
-        .get_object()
-        .bucket(&bucket)
-        .key(&key)
-        .send()
-        .await
-        .aws("s3", "GetObject")?;
-    let etag = out.e_tag;
-    let mut body = out.body;
+    let mut body = reader.open(&key, length, None).await?;
+    let etag = body.etag().cloned();
     let (mut batch, mut raw) = (Vec::with_capacity(BATCH), Vec::new());
     let mut read = 0u64;
     let mut more = true;
     let mut bytes = None;
     while more {
-        match body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
+        match body.next().await? {
             Some(chunk) => {
                 batch.extend_from_slice(&chunk);
                 if batch.len() < BATCH {
@@ -218,13 +212,13 @@ fn passed(part: Part) -> Planning {
 
 /// Parts being decoded ahead of the writer, handed out in manifest order.
 struct Ahead {
-    keys: std::vec::IntoIter<String>,
+    keys: std::vec::IntoIter<PartRef>,
     queue: JoinQueue<Result<Planned, BuildError>>,
     planner: Planner,
 }
 
 impl Ahead {
-    fn new(archiver: &Archiver, keys: Vec<String>, budget: &Budget, planner: Planner) -> Self {
+    fn new(archiver: &Archiver, keys: Vec<PartRef>, budget: &Budget, planner: Planner) -> Self {
         let mut ahead = Ahead {
             keys: keys.into_iter(),
             queue: JoinQueue::new(),
@@ -238,11 +232,10 @@ impl Ahead {
     }
 
     fn spawn(&mut self, archiver: &Archiver, budget: &Budget) {
-        if let Some(key) = self.keys.next() {
+        if let Some(part) = self.keys.next() {
             self.queue.spawn((self.planner)(Part {
-                s3: archiver.s3.clone(),
-                bucket: archiver.upload_bucket.clone(),
-                key,
+                reader: archiver.reader.clone(),
+                part,
                 budget: budget.clone(),
                 permits: archiver.decoders.clone(),
             }));
@@ -263,15 +256,20 @@ impl Ahead {
 }
 
 impl Archiver {
-    /// The keys of the manifest's parts, each checked to be under the attempt's prefix.
+    /// The manifest's parts, each checked to be under the attempt's prefix.
     pub(super) fn keys(
         &self,
         plan: Plan<'_>,
         entries: &[ManifestEntry],
-    ) -> Result<Vec<String>, JobError> {
+    ) -> Result<Vec<PartRef>, JobError> {
         entries
             .iter()
-            .map(|e| Ok(self.part_key(&e.url, plan.unload_prefix)?.to_string()))
+            .map(|e| {
+                Ok(PartRef {
+                    key: self.part_key(&e.url, plan.unload_prefix)?.to_string(),
+                    length: e.meta.as_ref().and_then(|m| m.content_length),
+                })
+            })
             .collect()
     }
 
@@ -288,18 +286,11 @@ impl Archiver {
         if let Some(bytes) = &planned.bytes {
             apply.feed(bytes, &mut raw);
         } else {
-            let req = self
-                .s3
-                .get_object()
-                .bucket(&self.upload_bucket)
-                .key(&planned.key)
-                .set_if_match(planned.etag.clone());
-            let mut body: ByteStream = req.send().await.aws("s3", "GetObject")?.body;
-            while let Some(chunk) = body
-                .try_next()
-                .await
-                .map_err(|e| stream_error("GetObject", e))?
-            {
+            let mut body = self
+                .reader
+                .open(&planned.key, Some(planned.length), planned.etag.clone())
+                .await?;
+            while let Some(chunk) = body.next().await? {
                 apply.feed(&chunk, &mut raw);
                 zip.write(&raw, out);
                 raw.clear();

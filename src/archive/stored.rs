@@ -1,20 +1,21 @@
 //! Parquet parts as stored entries (method 0). Parquet compresses inside (Snappy per row
 //! group) and two Parquet files cannot be concatenated into one, so each part becomes an entry
 //! of its own, its bytes copied as Redshift wrote them and its CRC-32 computed on the way; the
-//! CRC and size go in the data descriptor, as for every entry. The part is read once: while
-//! one part streams, the next part's GET is already under way. Each part is checked to be a
+//! CRC and size go in the data descriptor, as for every entry. The part is read once (by
+//! ranges in parallel when it is large: `read.rs`); while one part streams, the next part's
+//! GET is already under way. Each part is checked to be a
 //! Parquet file — the `PAR1` magic at both ends and a footer length that fits — so a damaged
 //! or foreign object fails the export instead of being shipped.
 
 use tokio::task::JoinHandle;
 
-use aws_sdk_s3::primitives::ByteStream;
-
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
+use super::parts::PartRef;
+use super::read::PartRead;
 use super::sink::MultipartSink;
 use super::zip::ZipWriter;
-use super::{Archiver, BuildError, Plan, corrupt, stream_error};
+use super::{Archiver, BuildError, Plan, corrupt};
 use crate::error::JobError;
 
 const MAGIC: &[u8; 4] = b"PAR1";
@@ -86,10 +87,12 @@ impl Ends {
 
 impl Archiver {
     /// The GET of a part, started now and awaited when its turn comes.
-    fn prefetch(&self, key: Option<&String>) -> Option<JoinHandle<Result<ByteStream, JobError>>> {
-        let key = key?.clone();
-        let archiver = self.clone();
-        Some(tokio::spawn(async move { archiver.get(&key).await }))
+    fn prefetch(&self, part: Option<&PartRef>) -> Option<JoinHandle<Result<PartRead, JobError>>> {
+        let part = part?.clone();
+        let reader = self.reader.clone();
+        Some(tokio::spawn(async move {
+            reader.open(&part.key, part.length, None).await
+        }))
     }
 
     /// One stored entry per part, in manifest order.
@@ -104,12 +107,13 @@ impl Archiver {
     ) -> Result<(), BuildError> {
         let keys = self.keys(plan, entries)?;
         let mut next = self.prefetch(keys.first());
-        for (i, key) in keys.iter().enumerate() {
+        for (i, part) in keys.iter().enumerate() {
+            let key = &part.key;
             let body = match next.take() {
                 Some(get) => get
                     .await
                     .map_err(|e| JobError::Archive(format!("reading {key} ended: {e}")))??,
-                None => self.get(key).await?,
+                None => self.reader.open(key, part.length, None).await?,
             };
             next = self.prefetch(keys.get(i + 1));
             let stored = self.store(key, body, zip, out, sink, budget).await;
@@ -127,7 +131,7 @@ impl Archiver {
     async fn store(
         &self,
         key: &str,
-        mut body: ByteStream,
+        mut body: PartRead,
         zip: &mut ZipWriter,
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
@@ -136,11 +140,7 @@ impl Archiver {
         zip.start_stored(&entry_name(key), out);
         let mut crc = crc32fast::Hasher::new();
         let mut ends = Ends::default();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| stream_error("GetObject", e))?
-        {
+        while let Some(chunk) = body.next().await? {
             crc.update(&chunk);
             ends.feed(&chunk);
             // Stored data is its own size: only the export's total is capped.

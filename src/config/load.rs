@@ -212,6 +212,10 @@ impl Settings {
             "archive.decode_threads must be 0 (one per CPU) to 256".into(),
         );
         p.check(
+            self.archive.range_size_mib <= 512 && self.archive.read_ahead_mib <= 4096,
+            "archive.range_size_mib must be 0 (one GET per part) to 512 and archive.read_ahead_mib at most 4096".into(),
+        );
+        p.check(
             (1..=9).contains(&self.archive.compression_level),
             "archive.compression_level must be 1–9".into(),
         );

@@ -176,6 +176,13 @@ pub struct ArchiveSettings {
     /// Parts decoded at once in the whole process (0: one per CPU).
     #[serde(default)]
     pub decode_threads: u32,
+    /// A part longer than this many MiB is read with ranged GETs of this size in parallel
+    /// (0: one GET per part).
+    #[serde(default = "default_range_size_mib")]
+    pub range_size_mib: u32,
+    /// Memory, in MiB, that all parts being read may hold in ranges fetched ahead.
+    #[serde(default = "default_read_ahead_mib")]
+    pub read_ahead_mib: u32,
     /// DEFLATE level (1–9) when data must be recompressed.
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
@@ -380,6 +387,12 @@ fn default_part_size_mib() -> u32 {
 }
 fn default_uploads_in_flight() -> u32 {
     2
+}
+fn default_range_size_mib() -> u32 {
+    8
+}
+fn default_read_ahead_mib() -> u32 {
+    16
 }
 fn default_compression_level() -> u32 {
     6

@@ -9,6 +9,10 @@
 //! Faults can be limited to some operations (`DynamoDB_20120810.TransactWriteItems`'s
 //! `TransactWriteItems`, S3's `CompleteMultipartUpload`, …: [`operation`] names them). Point a
 //! client's endpoint at [`FaultProxy::url`] to make every AWS service it uses fail now and then.
+//!
+//! The proxy also keeps the headers of every request it forwards ([`FaultProxy::forwarded_of`])
+//! and how many requests of an operation were in flight at once, answers included
+//! ([`FaultProxy::max_in_flight`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,6 +58,10 @@ struct Shared {
     seen: Mutex<std::collections::HashSet<String>>,
     /// Operations of `fail_first` seen so far.
     seen_failing: Mutex<std::collections::HashSet<String>>,
+    /// The operation and headers of every forwarded request.
+    log: Mutex<Vec<(String, HeaderMap)>>,
+    /// Requests in flight by operation (until their answer is relayed), and the most at once.
+    in_flight: Mutex<HashMap<String, (u64, u64)>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -98,6 +106,8 @@ impl FaultProxy {
             lost: Mutex::new(HashMap::new()),
             seen: Mutex::new(std::collections::HashSet::new()),
             seen_failing: Mutex::new(std::collections::HashSet::new()),
+            log: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let app = axum::Router::new()
@@ -126,6 +136,30 @@ impl FaultProxy {
     /// Requests passed on to the upstream so far.
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// The headers of the forwarded requests of `operation`, in the order they came.
+    pub fn forwarded_of(&self, operation: &str) -> Vec<HeaderMap> {
+        self.shared
+            .log
+            .lock()
+            .map(|log| {
+                log.iter()
+                    .filter(|(op, _)| op == operation)
+                    .map(|(_, headers)| headers.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The most requests of `operation` in flight at once, each from its arrival until its
+    /// answer was relayed whole.
+    pub fn max_in_flight(&self, operation: &str) -> u64 {
+        self.shared
+            .in_flight
+            .lock()
+            .map(|m| m.get(operation).map_or(0, |&(_, max)| max))
+            .unwrap_or(0)
     }
 
     /// Responses lost or cut after the upstream carried the request out, by operation.
@@ -198,6 +232,10 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     let drop = !lose && eligible && fastrand::f64() < faults.drop;
     let failure = injected_failure(&request);
     shared.forwarded.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut log) = shared.log.lock() {
+        log.push((op.clone(), request.headers().clone()));
+    }
+    let guard = InFlight::new(shared.clone(), op.clone());
     let response = forward(&shared, request).await;
     if lose || drop {
         // The upstream has done the work; read its whole answer, then hide it.
@@ -207,7 +245,40 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         return if lose { failure } else { cut_connection() };
     }
-    response
+    // The request stays in flight until its answer's body has been relayed.
+    let (parts, body) = response.into_parts();
+    let body = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+        let _ = &guard;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// One request in flight, counted until dropped.
+struct InFlight {
+    shared: Arc<Shared>,
+    op: String,
+}
+
+impl InFlight {
+    fn new(shared: Arc<Shared>, op: String) -> Self {
+        if let Ok(mut m) = shared.in_flight.lock() {
+            let (now, max) = m.entry(op.clone()).or_default();
+            *now += 1;
+            *max = (*max).max(*now);
+        }
+        InFlight { shared, op }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.shared.in_flight.lock()
+            && let Some((now, _)) = m.get_mut(&self.op)
+        {
+            *now -= 1;
+        }
+    }
 }
 
 /// A 200 whose body ends in an error: the server aborts the connection mid-response.
