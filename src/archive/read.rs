@@ -11,7 +11,8 @@
 //! so all bytes come from one version of the object, and each range's length is checked.
 //!
 //! A part's length comes from the manifest (`meta.content_length`); a part without one is
-//! read with one GET.
+//! read with one GET, and so is every part when `archive.range_size_mib` is 0, the default
+//! (docs/ARCHITECTURE.md, "The archive formats", says why).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -177,7 +177,7 @@ pub struct ArchiveSettings {
     #[serde(default)]
     pub decode_threads: u32,
     /// A part longer than this many MiB is read with ranged GETs of this size in parallel
-    /// (0: one GET per part).
+    /// (0, the default: one GET per part).
     #[serde(default = "default_range_size_mib")]
     pub range_size_mib: u32,
     /// Memory, in MiB, that all parts being read may hold in ranges fetched ahead.
@@ -389,7 +389,7 @@ fn default_uploads_in_flight() -> u32 {
     2
 }
 fn default_range_size_mib() -> u32 {
-    8
+    0
 }
 fn default_read_ahead_mib() -> u32 {
     16
