@@ -79,18 +79,6 @@ impl Drop for FaultProxy {
 }
 
 impl FaultProxy {
-    /// Proxies to `upstream` (e.g. moto's URL), failing each request with probability `rate`.
-    pub async fn start(upstream: &str, rate: f64) -> FaultProxy {
-        Self::start_with(
-            upstream,
-            Faults {
-                fail: rate,
-                ..Faults::default()
-            },
-        )
-        .await
-    }
-
     /// Proxies to `upstream` with the given faults.
     pub async fn start_with(upstream: &str, faults: Faults) -> FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
