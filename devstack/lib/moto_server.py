@@ -3,7 +3,8 @@
 moto runs in-process (ThreadedMotoServer) rather than as `moto_server` because its
 /moto-api/data.json dump fails once S3 holds multipart objects; running in-process lets the
 outbox endpoint read the SES backend directly. It also lets moto_dynamodb_fix make moto's
-DynamoDB transactions atomic and isolated, as DynamoDB's are, before the server starts.
+DynamoDB transactions atomic and isolated, as DynamoDB's are, and moto_keepalive keep its
+connections open between requests, as AWS's endpoints do, before the server starts.
 
 GET http://127.0.0.1:<outbox-port>/outbox returns {"messages": [...]}, every message sent
 through SES (v1 or v2) in the order sent, with source, destinations, subject, body and raw data.
@@ -19,6 +20,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.ses.models import ses_backends
 
 import moto_dynamodb_fix
+import moto_keepalive
 
 
 def sent_messages():
@@ -65,6 +67,7 @@ def main():
     args = parser.parse_args()
 
     moto_dynamodb_fix.install()
+    moto_keepalive.install()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     moto.start()
     outbox = ThreadingHTTPServer(("127.0.0.1", args.outbox_port), Outbox)

@@ -1,0 +1,116 @@
+"""Keeps moto's HTTP connections open between requests, as AWS's endpoints do.
+
+moto's ThreadedMotoServer runs Werkzeug's development server, which answers every request with
+`Connection: close`: each AWS call a client makes to the local stack then pays a TCP connect and
+a close that it does not pay against AWS, whose endpoints keep connections open and let clients
+reuse them. That skews what the local stack shows of a client's cost (about a fifth of the
+daemon's CPU per one-row export in scripts/bench went on it) and its latency.
+
+install() swaps in a request handler that keeps a connection open when the request lets it:
+HTTP/1.1, no `Connection: close`, and a body of known length (none, or `Content-Length`). The
+body is handed to moto as a stream that ends at `Content-Length`, and whatever moto leaves
+unread is read after the answer, so the next request on the connection starts where it should.
+Werkzeug's own clean-up after an answer (reading whatever else the client sent, for 10 ms)
+would swallow the client's next request on a kept connection; it is skipped for those.
+A request with a chunked body keeps Werkzeug's behaviour: answered, then closed.
+"""
+
+import selectors
+import threading
+
+from moto.moto_server import threaded_moto_server, werkzeug_app
+from werkzeug import serving
+
+_current = threading.local()
+
+
+class _Body:
+    """A request body that ends at its `Content-Length`."""
+
+    def __init__(self, stream, length):
+        self._stream = stream
+        self.left = length
+
+    def read(self, size=-1):
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self._stream.read(size)
+        self.left -= len(data)
+        if not data:
+            self.left = 0
+        return data
+
+    def readline(self, size=-1):
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self._stream.readline(size)
+        self.left -= len(data)
+        if not data:
+            self.left = 0
+        return data
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+    def finish(self):
+        """Reads what the application left unread; false if the client went away first."""
+        while self.left > 0:
+            if not self.read(1 << 20):
+                return False
+        return True
+
+
+class _Selector(selectors.DefaultSelector):
+    """Werkzeug uses a selector only to read what a client sent after its answer."""
+
+    def select(self, timeout=None):
+        if getattr(_current, "keep", False):
+            return []
+        return super().select(timeout)
+
+
+class _Selectors:
+    DefaultSelector = _Selector
+    EVENT_READ = selectors.EVENT_READ
+
+
+class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def make_environ(self):
+        environ = super().make_environ()
+        length = environ.get("CONTENT_LENGTH", "").strip() or "0"
+        self._body = None
+        if (
+            self.request_version == "HTTP/1.1"
+            and not self.close_connection
+            and "HTTP_TRANSFER_ENCODING" not in environ
+            and length.isdigit()
+        ):
+            self._body = _Body(environ["wsgi.input"], int(length))
+            environ["wsgi.input"] = self._body
+        _current.keep = self._body is not None
+        return environ
+
+    def send_header(self, keyword, value):
+        if getattr(_current, "keep", False) and keyword.lower() == "connection" and value.lower() == "close":
+            return
+        super().send_header(keyword, value)
+
+    def run_wsgi(self):
+        self._body = None
+        try:
+            super().run_wsgi()
+        finally:
+            _current.keep = False
+        if self._body is None or not self._body.finish():
+            self.close_connection = True
+
+
+def install():
+    """Makes ThreadedMotoServer use the keep-alive handler; call before starting it."""
+    serving.selectors = _Selectors
+    threaded_moto_server.MotoRequestHandler = KeepAliveHandler

@@ -1,0 +1,74 @@
+"""The devstack's moto keeps HTTP connections open between requests, as AWS's endpoints do
+(devstack/lib/moto_keepalive.py); moto as shipped answers every request with
+`Connection: close`. One connection carries requests with bodies moto reads, bodies it may leave
+unread, and requests without bodies, and every answer is the right one.
+"""
+
+import http.client
+import os
+import uuid
+
+import boto3
+import pytest
+
+ENDPOINT = os.environ["AWS_ENDPOINT_URL"].split("//", 1)[1]
+s3 = boto3.client("s3")
+
+
+@pytest.fixture
+def bucket():
+    """A bucket of the test's own; the raw requests below are unsigned, which moto accepts for
+    writes but not for deletes, so boto3 cleans up."""
+    name = f"keepalive-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=name, Key=obj["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+def exchange(conn, method, path, body=None, headers=None):
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_one_connection_carries_many_requests_and_each_gets_its_own_answer(bucket):
+    key = "object"
+    body = os.urandom(3 << 20)
+    conn = http.client.HTTPConnection(ENDPOINT, timeout=30)
+    try:
+        put, _ = exchange(conn, "PUT", f"/{bucket}/{key}", body)
+        assert put.status == 200
+        assert conn.sock is not None, "moto closed the connection after its first answer"
+        port = conn.sock.getsockname()[1]
+        # A bucket that does not exist: moto answers before it needs the body.
+        missing, text = exchange(conn, "PUT", f"/missing-{uuid.uuid4().hex[:12]}/x", body)
+        assert missing.status == 404 and b"NoSuchBucket" in text
+        listed, text = exchange(conn, "GET", f"/{bucket}?list-type=2&prefix={key}")
+        assert listed.status == 200 and f"<Key>{key}</Key>".encode() in text
+        # An answer without a body (and unsigned, so refused), then the connection still reads right.
+        head, text = exchange(conn, "HEAD", f"/{bucket}/{key}")
+        assert head.status == 403 and text == b""
+        again, text = exchange(conn, "GET", f"/{bucket}?list-type=2&prefix={key}")
+        assert again.status == 200 and f"<Key>{key}</Key>".encode() in text
+        for response in (put, missing, listed, head, again):
+            assert (response.getheader("Connection") or "").lower() != "close"
+        assert conn.sock is not None and conn.sock.getsockname()[1] == port, "the connection was not kept"
+    finally:
+        conn.close()
+
+
+def test_a_client_that_asks_to_close_and_a_chunked_body_close_the_connection(bucket):
+    conn = http.client.HTTPConnection(ENDPOINT, timeout=30)
+    try:
+        asked, _ = exchange(conn, "GET", f"/{bucket}?list-type=2&max-keys=1", headers={"Connection": "close"})
+        assert asked.status == 200 and asked.getheader("Connection").lower() == "close"
+        conn.request("PUT", f"/{bucket}/chunked",
+                     body=iter([b"a" * 1000, b"b" * 1000]), encode_chunked=True)
+        chunked = conn.getresponse()
+        chunked.read()
+        assert chunked.getheader("Connection").lower() == "close"
+    finally:
+        conn.close()
