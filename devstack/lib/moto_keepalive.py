@@ -32,23 +32,17 @@ class _Body:
         self.left = length
 
     def read(self, size=-1):
-        if self.left <= 0:
-            return b""
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self._stream.read(size)
-        self.left -= len(data)
-        if not data:
-            self.left = 0
-        return data
+        return self._take(self._stream.read, size)
 
     def readline(self, size=-1):
+        return self._take(self._stream.readline, size)
+
+    def _take(self, read, size):
         if self.left <= 0:
             return b""
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self._stream.readline(size)
-        self.left -= len(data)
-        if not data:
-            self.left = 0
+        data = read(self.left if size is None or size < 0 else min(size, self.left))
+        # A client that goes away mid-body ends it.
+        self.left = self.left - len(data) if data else 0
         return data
 
     def __iter__(self):
