@@ -27,6 +27,10 @@ pub enum JobError {
     /// The unloaded data could not be turned into an archive (bad manifest, corrupt part).
     #[error("the archive could not be built: {0}")]
     Archive(String),
+    /// A part kept on the worker's local disk was not read back as it was written; the attempt
+    /// is retried, reading the part from S3 (`archive/spill.rs`).
+    #[error("a part kept on local disk could not be read back: {0}")]
+    Spill(String),
     /// The email was not accepted (the transport's reply, redacted: it can quote addresses).
     #[error("the email could not be sent: {}", redact(.message))]
     Email { message: String, transient: bool },
@@ -82,6 +86,7 @@ impl JobError {
             JobError::QueryAborted => "query_aborted",
             JobError::QueryTimeout(_) => "query_timeout",
             JobError::Archive(_) => "archive_failed",
+            JobError::Spill(_) => "spill_failed",
             JobError::Email { .. } => "email_failed",
             JobError::Cancelled => "cancelled",
             JobError::Unreadable(_) => "unreadable_state",
@@ -94,6 +99,7 @@ impl JobError {
         match self {
             JobError::Aws(e) => e.transient,
             JobError::Email { transient, .. } => *transient,
+            JobError::Spill(_) => true,
             _ => false,
         }
     }

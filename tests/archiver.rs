@@ -3,7 +3,8 @@
 //! are joined member by member in both layouts without rebuilding the archive, and a damaged
 //! part fails the export with a corrupt-data error in both; Parquet parts are stored byte for
 //! byte and an object that is not Parquet fails the export; a large part is read by ranges in
-//! parallel, all from one version of the object. Every archive is read back with
+//! parallel, all from one version of the object; a part kept on local disk while it is decoded
+//! is read from S3 once, and twice when it cannot be kept. Every archive is read back with
 //! `unzip -t`, Python's zipfile and the `zip` crate (`support::read_zip`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -268,6 +269,8 @@ async fn a_large_part_is_read_by_ranges_in_parallel_all_of_one_version() {
         &[
             ("EXPORT_WORKER__ARCHIVE__RANGE_SIZE_MIB", "1"),
             ("EXPORT_WORKER__ARCHIVE__READ_AHEAD_MIB", "2"),
+            // The second read from S3, with If-Match, is what this test is about.
+            ("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "0"),
         ],
     );
     for layout in [Layout::Parts, Layout::Single] {
@@ -299,4 +302,62 @@ async fn a_large_part_is_read_by_ranges_in_parallel_all_of_one_version() {
         proxy.max_in_flight("GetObject") >= 2,
         "ranges were not read in parallel"
     );
+}
+
+/// Random hex rows: gzip leaves them about half their size.
+fn hex_rows(seed: u64, from: usize, to: usize) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (from..to)
+        .map(|i| {
+            let hex: String = (0..32).map(|_| format!("{:02x}", rng.u8(..))).collect();
+            format!("{i},{hex}\n")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_part_kept_on_local_disk_is_read_from_s3_once_and_twice_without_room() {
+    // Two parts of about 600 KiB of gzip each: more than one batch (256 KiB), which would be
+    // kept in memory instead.
+    let texts = [hex_rows(21, 0, 15_000), hex_rows(22, 15_000, 30_000)];
+    let parts: Vec<Vec<u8>> = texts.iter().map(|t| gzip_members(&[t])).collect();
+    assert!(parts.iter().all(|p| p.len() > 512 << 10), "parts too small");
+    let (rid, prefix) = unloaded(&parts, &[15_000, 15_000]).await;
+    let missing = std::env::temp_dir().join(testkit::unique("no-such-dir"));
+    let spill_dir = missing.to_str().unwrap();
+    // (configuration, GetObject of parts per archive)
+    for (overrides, reads) in [
+        (vec![], 2),
+        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_DIR", spill_dir)], 4),
+        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "0")], 4),
+        // Room for one part: the other, decoded at the same time, waits for nothing and is
+        // read twice.
+        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "1")], 3),
+    ] {
+        let proxy =
+            testkit::FaultProxy::start_with(&var("AWS_ENDPOINT_URL"), Default::default()).await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&testkit::sdk_config(&proxy.url))
+                .force_path_style(true)
+                .build(),
+        );
+        let archiver = archiver_with(s3, &overrides);
+        for layout in [Layout::Parts, Layout::Single] {
+            let archived = build(&archiver, &rid, &prefix, layout).await.unwrap();
+            assert_eq!(archived.recompressed, None);
+            let (path, _) = download_archive(&archived.key).await;
+            let entries = read_zip(&path);
+            std::fs::remove_file(&path).unwrap();
+            let got: Vec<&str> = entries.iter().map(|(_, text)| text.as_str()).collect();
+            let joined = format!("id,text\n{}{}", texts[0], texts[1]);
+            match layout {
+                Layout::Parts => assert_eq!(got, [&texts[0], &texts[1]], "{overrides:?}"),
+                Layout::Single => assert_eq!(got, [&joined], "{overrides:?}"),
+            }
+        }
+        // Two layouts, each reading the manifest and the parts.
+        let gets = proxy.forwarded_of("GetObject").len();
+        assert_eq!(gets, 2 * (1 + reads), "{overrides:?}");
+    }
+    assert!(!missing.exists());
 }

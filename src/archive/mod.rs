@@ -29,6 +29,7 @@ mod parts;
 mod read;
 mod recompress;
 pub mod sink;
+mod spill;
 mod stored;
 pub mod zip;
 
@@ -113,6 +114,8 @@ pub struct Archiver {
     decode_threads: usize,
     /// Reads the upload bucket's parts, by ranges when they are large.
     reader: read::Reader,
+    /// Keeps parts on local disk between their two reads.
+    spiller: spill::Spiller,
 }
 
 impl Archiver {
@@ -127,6 +130,7 @@ impl Archiver {
             settings.range_size_mib,
             settings.read_ahead_mib,
         );
+        let spiller = spill::Spiller::new(&settings.spill_dir, settings.spill_mib);
         Archiver {
             s3,
             settings,
@@ -134,6 +138,7 @@ impl Archiver {
             decoders: Arc::new(Semaphore::new(threads)),
             decode_threads: threads,
             reader,
+            spiller,
         }
     }
 

@@ -3,9 +3,10 @@
 //! Passed through (`parts`) or joined (`single`), a part is read twice (each read by ranges
 //! in parallel when the part is large: `read.rs`): first decoded and
 //! verified, which records how its bytes become the entry's DEFLATE bytes ([`Edits`]), then
-//! read again (with `If-Match` on its ETag, so it is the same object) and changed without
-//! decoding while the entry is written. A part that fits in one batch (256 KiB) is kept from
-//! the first read instead. The decoding of several parts runs at once on the
+//! read again and changed without decoding while the entry is written. The second read is of
+//! the copy kept on local disk during the first (`spill.rs`) when there was room, and of S3
+//! otherwise (with `If-Match` on its ETag, so it is the same object). A part that fits in one
+//! batch (256 KiB) is kept in memory from the first read instead. The decoding of several parts runs at once on the
 //! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
 //! writing, which takes the parts in manifest order. Memory per part being decoded is one
 //! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole unless
@@ -27,8 +28,9 @@ use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
-use super::read::Reader;
+use super::read::{PartRead, Reader};
 use super::sink::MultipartSink;
+use super::spill::{Spill, SpillRead, Spilled, Spiller};
 use super::zip::ZipWriter;
 use super::{Archiver, BuildError, Plan, corrupt};
 use crate::aws::AwsError;
@@ -51,6 +53,8 @@ struct Planned {
     length: u64,
     /// The whole part, when it came in one batch: it is not read again.
     bytes: Option<Vec<u8>>,
+    /// The part on local disk, when there was room: S3 is not read again.
+    spilled: Option<Spilled>,
 }
 
 /// What turns a part's gzip bytes into an entry's DEFLATE bytes, verifying them.
@@ -108,6 +112,7 @@ fn refused(part: &str, e: JoinError) -> BuildError {
 #[derive(Clone)]
 struct Part {
     reader: Reader,
+    spiller: Spiller,
     part: PartRef,
     budget: Budget,
     permits: Arc<Semaphore>,
@@ -121,14 +126,19 @@ pub(super) struct PartRef {
 }
 
 /// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
-/// each batch.
+/// each batch, and spills it to local disk as it goes when there is room.
 async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
     let Part {
         reader,
+        spiller,
         part: PartRef { key, length },
         budget,
         permits,
     } = part;
+    // A part of one batch is kept in memory; one of unknown length is read again.
+    let mut spill = length
+        .filter(|&l| l > BATCH as u64)
+        .and_then(|l| spiller.reserve(l));
     let mut body = reader.open(&key, length, None).await?;
     let etag = body.etag().cloned();
     let (mut batch, mut raw) = (Vec::with_capacity(BATCH), Vec::new());
@@ -155,16 +165,17 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
             .await
             .map_err(|e| JobError::Archive(e.to_string()))?;
         let name = key.clone();
-        let (c, b, r, fed) = tokio::task::spawn_blocking(move || {
+        let (c, b, r, s, fed) = tokio::task::spawn_blocking(move || {
             let fed = codec.feed(&name, &batch, &mut raw);
+            let spill = spill.and_then(|s| s.write(&batch));
             batch.clear();
             raw.clear();
             drop(permit);
-            (codec, batch, raw, fed)
+            (codec, batch, raw, spill, fed)
         })
         .await
         .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?;
-        (codec, batch, raw) = (c, b, r);
+        (codec, batch, raw, spill) = (c, b, r, s);
         fed?;
         budget.check(&key, read, codec.inflated())?;
     }
@@ -176,9 +187,25 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         size,
         compressed,
         length: read,
+        spilled: spill.filter(|_| bytes.is_none()).and_then(Spill::seal),
         bytes,
         key,
     })
+}
+
+/// Where a decoded part is read again from.
+enum Again<'a> {
+    Disk(SpillRead<'a>),
+    S3(Box<PartRead>),
+}
+
+impl Again<'_> {
+    async fn next(&mut self) -> Result<Option<bytes::Bytes>, JobError> {
+        match self {
+            Again::Disk(read) => read.next().await,
+            Again::S3(read) => read.next().await,
+        }
+    }
 }
 
 /// How a part is decoded for its layout.
@@ -235,6 +262,7 @@ impl Ahead {
         if let Some(part) = self.keys.next() {
             self.queue.spawn((self.planner)(Part {
                 reader: archiver.reader.clone(),
+                spiller: archiver.spiller.clone(),
                 part,
                 budget: budget.clone(),
                 permits: archiver.decoders.clone(),
@@ -273,7 +301,8 @@ impl Archiver {
             .collect()
     }
 
-    /// Reads a decoded part again and writes its bytes, changed as recorded, to the entry.
+    /// Reads a decoded part again (from local disk when it was spilled) and writes its bytes,
+    /// changed as recorded, to the entry.
     async fn copy(
         &self,
         planned: &Planned,
@@ -286,10 +315,14 @@ impl Archiver {
         if let Some(bytes) = &planned.bytes {
             apply.feed(bytes, &mut raw);
         } else {
-            let mut body = self
-                .reader
-                .open(&planned.key, Some(planned.length), planned.etag.clone())
-                .await?;
+            let mut body = match &planned.spilled {
+                Some(spilled) => Again::Disk(spilled.read()),
+                None => Again::S3(Box::new(
+                    self.reader
+                        .open(&planned.key, Some(planned.length), planned.etag.clone())
+                        .await?,
+                )),
+            };
             while let Some(chunk) = body.next().await? {
                 apply.feed(&chunk, &mut raw);
                 zip.write(&raw, out);

@@ -216,6 +216,12 @@ impl Settings {
             "archive.range_size_mib must be 0 (one GET per part) to 512 and archive.read_ahead_mib at most 4096".into(),
         );
         p.check(
+            self.archive.spill_mib == 0
+                || (self.archive.spill_mib <= 1 << 20
+                    && std::path::Path::new(&self.archive.spill_dir).is_absolute()),
+            "archive.spill_mib must be 0 (no spilling) to 1048576, with archive.spill_dir an absolute path".into(),
+        );
+        p.check(
             (1..=9).contains(&self.archive.compression_level),
             "archive.compression_level must be 1–9".into(),
         );

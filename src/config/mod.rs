@@ -183,6 +183,14 @@ pub struct ArchiveSettings {
     /// Memory, in MiB, that all parts being read may hold in ranges fetched ahead.
     #[serde(default = "default_read_ahead_mib")]
     pub read_ahead_mib: u32,
+    /// Directory where a part's gzip bytes are kept while it is decoded, so that it is read
+    /// from S3 once (`archive/spill.rs`).
+    #[serde(default = "default_spill_dir")]
+    pub spill_dir: String,
+    /// Disk, in MiB, that all parts being decoded may hold in `spill_dir` (0: nothing is
+    /// spilled and every part is read from S3 twice).
+    #[serde(default = "default_spill_mib")]
+    pub spill_mib: u32,
     /// DEFLATE level (1–9) when data must be recompressed.
     #[serde(default = "default_compression_level")]
     pub compression_level: u32,
@@ -393,6 +401,12 @@ fn default_range_size_mib() -> u32 {
 }
 fn default_read_ahead_mib() -> u32 {
     16
+}
+fn default_spill_dir() -> String {
+    "/var/tmp".into()
+}
+fn default_spill_mib() -> u32 {
+    1024
 }
 fn default_compression_level() -> u32 {
     6

@@ -174,3 +174,27 @@ def test_every_deployment_runs_the_allocator_the_same_way():
     values = {name: m.group(1) if m else None for name, m in found.items()}
     values["kubernetes"] = next((e["value"] for e in env if e["name"] == "GLIBC_TUNABLES"), None)
     assert set(values.values()) == {"glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576"}, values
+
+
+def test_every_deployment_gives_the_spill_directory_a_disk():
+    # docs/ARCHITECTURE.md, "The archive formats": parts are kept in archive.spill_dir between
+    # their two reads; a read-only or missing directory only costs a second GET, so nothing
+    # else would notice it missing.
+    default = tomllib.loads((ROOT / "config/default.toml").read_text())["archive"]
+    d = docs()
+    config = tomllib.loads(d["ConfigMap"]["data"]["config.toml"]).get("archive", {})
+    spill_dir = config.get("spill_dir", default["spill_dir"])
+    spill_mib = config.get("spill_mib", default["spill_mib"])
+    pod = d["Deployment"]["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == spill_dir)
+    assert not mount.get("readOnly", False)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"].get("medium") != "Memory", "a tmpfs spill would be memory"
+    size = re.fullmatch(r"(\d+)Mi", volume["emptyDir"]["sizeLimit"])
+    assert size and int(size.group(1)) >= spill_mib
+    # The unit's PrivateTmp= mounts a private, writable /var/tmp under ProtectSystem=strict.
+    assert spill_dir == "/var/tmp"
+    assert re.search(r"^PrivateTmp=yes$", UNIT.read_text(), re.M)
+    # The image has the directory, writable by the non-root user.
+    build = (ROOT / "deploy/container/build").read_text()
+    assert re.search(r'^chmod 1777 .*"\$context/rootfs/var/tmp"', build, re.M)
