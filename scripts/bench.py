@@ -275,10 +275,6 @@ def main():
         engine_s = by_name[f"`{layout}` pipeline, all cores"]
         print(f"| worker, `{layout}` | {mb / s:.0f} | {engine_s / s:.2f}× | {py[0] / s:.1f}× | {nd[0] / s:.1f}× |")
     print(f"| moto's S3 alone: GET of the parts / PUT, as MB/s of CSV | {get_rate / ratio:.0f} / {put_rate / ratio:.0f} | | | |")
-    # The worker reads each part once (the second read is of its spill file) and writes the
-    # archive, about as large as the parts, once: moto serving both in turn.
-    bound = 1 / (ratio / get_rate + ratio / put_rate)
-    print(f"| moto's bound for one export: each part read and the archive written once | {bound:.0f} | | | |")
     print()
     print(f"worker peak RSS over both exports: {peak_rss:.1f} MiB (VmHWM); idle RSS {idle_rss:.1f} MiB; "
           f"start to ready {ready * 1000:.0f} ms")
