@@ -1,17 +1,16 @@
 //! Streaming the unloaded parts from the upload bucket into zip entries.
 //!
-//! Passed through (`parts`) or joined (`single`), a part is read twice (each read by ranges
-//! in parallel when the part is large: `read.rs`): first decoded and
-//! verified, which records how its bytes become the entry's DEFLATE bytes ([`Edits`]), then
-//! read again and changed without decoding while the entry is written. The second read is of
-//! the copy kept on local disk during the first (`spill.rs`) when there was room, and of S3
-//! otherwise (with `If-Match` on its ETag, so it is the same object). A part that fits in one
-//! batch (256 KiB) is kept in memory from the first read instead. The decoding of several parts runs at once on the
+//! Passed through (`parts`) or joined (`single`), a part is read twice (each read by ranges in
+//! parallel when the part is large: `read.rs`): first decoded and verified, which records how
+//! its bytes become the entry's DEFLATE bytes ([`Edits`]), then read again and changed without
+//! decoding while the entry is written. The second read is of the copy kept on local disk
+//! during the first (`spill.rs`) when there was room, and of S3 otherwise (with `If-Match` on
+//! its ETag, so it is the same object). A part that fits in one batch (256 KiB) is kept in
+//! memory from the first read instead. The decoding of several parts runs at once on the
 //! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
 //! writing, which takes the parts in manifest order. Memory per part being decoded is one
 //! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole unless
-//! it is one batch. A
-//! single large part is decoded by one thread; many parts use every core.
+//! it is one batch. A single large part is decoded by one thread; many parts use every core.
 //!
 //! A part of several gzip members in `parts` is read a third time, joined member by member.
 //! Recompression, the fallback, is in `recompress.rs`.
