@@ -244,13 +244,7 @@ async fn a_large_part_is_read_by_ranges_in_parallel_all_of_one_version() {
     // Ranges of 1 MiB with 2 MiB of read-ahead: while one range streams, the next two are
     // fetched. The part is about 3.6 MiB of gzip (random hex compresses poorly), so each of
     // its reads takes four ranges.
-    let mut rng = fastrand::Rng::with_seed(11);
-    let text: String = (0..100_000)
-        .map(|i| {
-            let hex: String = (0..32).map(|_| format!("{:02x}", rng.u8(..))).collect();
-            format!("{i},{hex}\n")
-        })
-        .collect();
+    let text = hex_rows(11, 0, 100_000);
     let part = gzip_members(&[&text]);
     assert!(
         part.len() > 3 << 20 && part.len() < 4 << 20,

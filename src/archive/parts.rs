@@ -166,7 +166,8 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         let name = key.clone();
         let (c, b, r, s, fed) = tokio::task::spawn_blocking(move || {
             let fed = codec.feed(&name, &batch, &mut raw);
-            let spill = spill.and_then(|s| s.write(&batch));
+            // A part that fails to decode is not read again: nothing to keep.
+            let spill = spill.filter(|_| fed.is_ok()).and_then(|s| s.write(&batch));
             batch.clear();
             raw.clear();
             drop(permit);
