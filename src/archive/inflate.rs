@@ -24,6 +24,12 @@ const WINDOW: usize = 32 * 1024;
 const CHUNK: usize = 256 * 1024;
 /// Longest match.
 const MAX_MATCH: usize = 258;
+/// What a match may write past the data's end (`copy_match` copies in words of 8).
+const MATCH_SLACK: usize = MAX_MATCH + 8;
+/// `out` at its largest: the window, a chunk, and room for the match that fills it.
+const OUT_BYTES: usize = WINDOW + CHUNK + MATCH_SLACK;
+/// `out` at first: a small stream (a part of one row) never touches more.
+const FIRST_OUT_BYTES: usize = 4 * 1024 + MATCH_SLACK;
 /// Bits one length/distance pair needs at most: 15 + 5 + 15 + 13.
 const MAX_SEQUENCE_BITS: usize = 48;
 /// A dynamic block header is at most 3 + 14 + 19×3 + 320×14 bits; it is only decoded once
@@ -85,8 +91,11 @@ pub struct Inflate {
     cleared_at: Option<usize>,
     literals: Table,
     distances: Table,
-    /// The last [`WINDOW`] bytes of data, then the data not yet handed out.
+    /// The last [`WINDOW`] bytes of data, then the data not yet handed out; it grows from
+    /// [`FIRST_OUT_BYTES`] to [`OUT_BYTES`] as the stream needs.
     out: Vec<u8>,
+    /// Data beyond this end makes room first: `out.len()` less [`MATCH_SLACK`].
+    room: usize,
     /// End of the data in `out`.
     end: usize,
     /// Start of the data in `out` not yet handed out.
@@ -106,8 +115,8 @@ impl Inflate {
             cleared_at: None,
             literals: Table::new(LIT_BITS),
             distances: Table::new(DIST_BITS),
-            // A match may write up to 7 bytes past its end (`copy_match`).
-            out: vec![0; WINDOW + CHUNK + MAX_MATCH + 8],
+            out: vec![0; FIRST_OUT_BYTES],
+            room: FIRST_OUT_BYTES - MATCH_SLACK,
             end: 0,
             fresh: 0,
             dropped: 0,
@@ -278,7 +287,7 @@ impl Inflate {
                     Ok(ControlFlow::Break(bit))
                 };
             }
-            if self.end > WINDOW + CHUNK {
+            if self.end > self.room {
                 self.make_room(data);
             }
             let bits = peek(input, bit);
@@ -366,7 +375,7 @@ impl Inflate {
 
     fn copy_stored(&mut self, mut bytes: &[u8], data: &mut impl FnMut(&[u8])) {
         while !bytes.is_empty() {
-            if self.end > WINDOW + CHUNK {
+            if self.end > self.room {
                 self.make_room(data);
             }
             let n = bytes.len().min(self.out.len() - self.end);
@@ -376,8 +385,15 @@ impl Inflate {
         }
     }
 
-    /// Hands out the new data, then keeps only the window.
+    /// Grows `out` while it is smaller than [`OUT_BYTES`]; then hands out the new data and
+    /// keeps only the window.
     fn make_room(&mut self, data: &mut impl FnMut(&[u8])) {
+        if self.out.len() < OUT_BYTES {
+            let len = (self.out.len() * 2).min(OUT_BYTES);
+            self.out.resize(len, 0);
+            self.room = len - MATCH_SLACK;
+            return;
+        }
         self.hand_out(data);
         self.out.copy_within(self.end - WINDOW..self.end, 0);
         self.dropped += (self.end - WINDOW) as u64;

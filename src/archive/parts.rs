@@ -37,6 +37,9 @@ use crate::error::JobError;
 
 /// Input handed to a decoder at once (S3's chunks are much smaller).
 const BATCH: usize = 256 * 1024;
+/// A batch this small (a part of a few rows) that is not being spilled is decoded on the
+/// async thread: it takes less than the hand-over to the blocking pool and back.
+const INLINE: usize = 16 * 1024;
 
 /// What decoding a part found.
 struct Planned {
@@ -164,7 +167,8 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
             .await
             .map_err(|e| JobError::Archive(e.to_string()))?;
         let name = key.clone();
-        let (c, b, r, s, fed) = tokio::task::spawn_blocking(move || {
+        let inline = batch.len() <= INLINE && spill.is_none();
+        let decode = move || {
             let fed = codec.feed(&name, &batch, &mut raw);
             // A part that fails to decode is not read again: nothing to keep.
             let spill = spill.filter(|_| fed.is_ok()).and_then(|s| s.write(&batch));
@@ -172,9 +176,14 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
             raw.clear();
             drop(permit);
             (codec, batch, raw, spill, fed)
-        })
-        .await
-        .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?;
+        };
+        let (c, b, r, s, fed) = if inline {
+            decode()
+        } else {
+            tokio::task::spawn_blocking(decode)
+                .await
+                .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?
+        };
         (codec, batch, raw, spill) = (c, b, r, s);
         fed?;
         budget.check(&key, read, codec.inflated())?;

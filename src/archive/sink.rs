@@ -112,7 +112,7 @@ impl MultipartSink {
             upload_id: None,
             base_part_size,
             part_size,
-            buffer: Vec::with_capacity(part_size),
+            buffer: Vec::new(),
             spare: Vec::new(),
             in_flight: VecDeque::new(),
             max_in_flight: settings.uploads_in_flight.max(1) as usize,
@@ -131,6 +131,15 @@ impl MultipartSink {
         let mut input = data.as_slice();
         while !input.is_empty() {
             let take = (self.part_size - self.buffer.len()).min(input.len());
+            // The first part's buffer grows with the archive (doubling, never past a part),
+            // so a small archive does not map and unmap a whole part's worth of memory.
+            let len = self.buffer.len();
+            if self.buffer.capacity() - len < take {
+                let want = (self.buffer.capacity() * 2)
+                    .max(len + take)
+                    .min(self.part_size);
+                self.buffer.reserve_exact(want - len);
+            }
             self.buffer.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.buffer.len() == self.part_size {
