@@ -94,8 +94,6 @@ pub struct Inflate {
     /// The last [`WINDOW`] bytes of data, then the data not yet handed out; it grows from
     /// [`FIRST_OUT_BYTES`] to [`OUT_BYTES`] as the stream needs.
     out: Vec<u8>,
-    /// Data beyond this end makes room first: `out.len()` less [`MATCH_SLACK`].
-    room: usize,
     /// End of the data in `out`.
     end: usize,
     /// Start of the data in `out` not yet handed out.
@@ -116,7 +114,6 @@ impl Inflate {
             literals: Table::new(LIT_BITS),
             distances: Table::new(DIST_BITS),
             out: vec![0; FIRST_OUT_BYTES],
-            room: FIRST_OUT_BYTES - MATCH_SLACK,
             end: 0,
             fresh: 0,
             dropped: 0,
@@ -287,7 +284,7 @@ impl Inflate {
                     Ok(ControlFlow::Break(bit))
                 };
             }
-            if self.end > self.room {
+            if self.end + MATCH_SLACK > self.out.len() {
                 self.make_room(data);
             }
             let bits = peek(input, bit);
@@ -375,7 +372,7 @@ impl Inflate {
 
     fn copy_stored(&mut self, mut bytes: &[u8], data: &mut impl FnMut(&[u8])) {
         while !bytes.is_empty() {
-            if self.end > self.room {
+            if self.end + MATCH_SLACK > self.out.len() {
                 self.make_room(data);
             }
             let n = bytes.len().min(self.out.len() - self.end);
@@ -385,13 +382,12 @@ impl Inflate {
         }
     }
 
-    /// Grows `out` while it is smaller than [`OUT_BYTES`]; then hands out the new data and
-    /// keeps only the window.
+    /// Called when a match might not fit after `end`: grows `out` while it is smaller than
+    /// [`OUT_BYTES`]; then hands out the new data and keeps only the window.
     fn make_room(&mut self, data: &mut impl FnMut(&[u8])) {
         if self.out.len() < OUT_BYTES {
             let len = (self.out.len() * 2).min(OUT_BYTES);
             self.out.resize(len, 0);
-            self.room = len - MATCH_SLACK;
             return;
         }
         self.hand_out(data);
