@@ -77,6 +77,9 @@ pub struct Metrics {
     pub rows_exported: IntCounter,
     /// Bytes of completed archives.
     pub archive_bytes: IntCounter,
+    /// Parts copied into archives after being decoded, by where the copy read them from
+    /// (`archive::REREAD_FROM`): `s3` means the upload bucket was read twice for the part.
+    pub archive_part_rereads: IntCounterVec,
     /// Visibility extensions of in-flight messages, by outcome (ok, error).
     pub visibility_extensions: IntCounterVec,
     /// Retries of transient failures inside a stage, by stage operation.
@@ -238,6 +241,12 @@ impl Metrics {
             ),
             rows_exported: r.counter("rows_exported_total", "Data rows in completed archives."),
             archive_bytes: r.counter("archive_bytes_total", "Bytes of completed archives."),
+            archive_part_rereads: r.counter_vec(
+                "archive_part_rereads_total",
+                "Parts copied into archives after being decoded, by where the copy read them \
+                 from: memory (small part), spill (local disk) or s3 (the upload bucket again).",
+                &["from"],
+            ),
             visibility_extensions: r.counter_vec(
                 "visibility_extensions_total",
                 "Visibility extensions of in-flight messages, by outcome.",
@@ -332,6 +341,9 @@ impl Metrics {
         }
         for action in ["redriven", "orphaned", "told"] {
             let _ = self.sweeper_actions.with_label_values(&[action]);
+        }
+        for from in crate::archive::REREAD_FROM {
+            let _ = self.archive_part_rereads.with_label_values(&[from]);
         }
     }
 

@@ -54,7 +54,8 @@ impl Services {
             clients.s3.clone(),
             settings.archive.clone(),
             settings.upload.bucket.clone(),
-        );
+        )
+        .with_metrics(&metrics);
         let mailer = Mailer::new(&settings.email, clients.sesv2.clone())?;
         let templates = Templates::load(&settings.email.templates)?;
         let publisher = Publisher::new(&settings.events, &clients, &metrics)?;

@@ -13,10 +13,11 @@ mod support;
 
 use std::io::Write;
 
-use redshift_export_worker::archive::{Archived, Archiver, Plan};
+use redshift_export_worker::archive::{Archived, Archiver, Plan, REREAD_FROM};
 use redshift_export_worker::config::Settings;
 use redshift_export_worker::error::JobError;
 use redshift_export_worker::message::{Format, Layout, RequestId};
+use redshift_export_worker::metrics::Metrics;
 use support::{download_archive, read_zip};
 use testkit::var;
 
@@ -94,6 +95,16 @@ fn archiver_with(s3: aws_sdk_s3::Client, overrides: &[(&str, &str)]) -> Archiver
     Archiver::new(s3, settings.archive, var("DEVSTACK_UPLOAD_BUCKET"))
 }
 
+/// `archive_part_rereads_total` by `REREAD_FROM` (memory, spill, s3).
+fn rereads(metrics: &Metrics) -> [u64; 3] {
+    REREAD_FROM.map(|from| {
+        metrics
+            .archive_part_rereads
+            .with_label_values(&[from])
+            .get()
+    })
+}
+
 async fn build(
     archiver: &Archiver,
     rid: &RequestId,
@@ -140,7 +151,8 @@ async fn parts_of_several_gzip_members_are_joined_in_both_layouts_without_a_rebu
         gzip_members(&[&texts[2][..20_000], &texts[2][20_000..]]),
     ];
     let (rid, prefix) = unloaded(&parts, &[5000, 1, 3999]).await;
-    let archiver = archiver();
+    let metrics = Metrics::new();
+    let archiver = archiver().with_metrics(&metrics);
     for layout in [Layout::Parts, Layout::Single] {
         let archived = build(&archiver, &rid, &prefix, layout).await.unwrap();
         assert_eq!(archived.recompressed, None, "{layout:?}");
@@ -167,6 +179,8 @@ async fn parts_of_several_gzip_members_are_joined_in_both_layouts_without_a_rebu
             }
         }
     }
+    // Each part came in one batch and was kept: S3 was read once per part.
+    assert_eq!(rereads(&metrics), [6, 0, 0]);
 }
 
 #[tokio::test]
@@ -319,14 +333,27 @@ async fn a_part_kept_on_local_disk_is_read_from_s3_once_and_twice_without_room()
     let (rid, prefix) = unloaded(&parts, &[15_000, 15_000]).await;
     let missing = std::env::temp_dir().join(testkit::unique("no-such-dir"));
     let spill_dir = missing.to_str().unwrap();
-    // (configuration, GetObject of parts per archive)
-    for (overrides, reads) in [
-        (vec![], 2),
-        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_DIR", spill_dir)], 4),
-        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "0")], 4),
+    // (configuration, GetObject of parts per archive, parts of both archives copied from
+    // memory, spill and S3 as `archive_part_rereads_total` counts them)
+    for (overrides, reads, copies) in [
+        (vec![], 2, [0, 4, 0]),
+        (
+            vec![("EXPORT_WORKER__ARCHIVE__SPILL_DIR", spill_dir)],
+            4,
+            [0, 0, 4],
+        ),
+        (
+            vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "0")],
+            4,
+            [0, 0, 4],
+        ),
         // Room for one part: the other, decoded at the same time, waits for nothing and is
         // read twice.
-        (vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "1")], 3),
+        (
+            vec![("EXPORT_WORKER__ARCHIVE__SPILL_MIB", "1")],
+            3,
+            [0, 2, 2],
+        ),
     ] {
         let proxy =
             testkit::FaultProxy::start_with(&var("AWS_ENDPOINT_URL"), Default::default()).await;
@@ -335,7 +362,8 @@ async fn a_part_kept_on_local_disk_is_read_from_s3_once_and_twice_without_room()
                 .force_path_style(true)
                 .build(),
         );
-        let archiver = archiver_with(s3, &overrides);
+        let metrics = Metrics::new();
+        let archiver = archiver_with(s3, &overrides).with_metrics(&metrics);
         for layout in [Layout::Parts, Layout::Single] {
             let archived = build(&archiver, &rid, &prefix, layout).await.unwrap();
             assert_eq!(archived.recompressed, None);
@@ -352,6 +380,7 @@ async fn a_part_kept_on_local_disk_is_read_from_s3_once_and_twice_without_room()
         // Two layouts, each reading the manifest and the parts.
         let gets = proxy.forwarded_of("GetObject").len();
         assert_eq!(gets, 2 * (1 + reads), "{overrides:?}");
+        assert_eq!(rereads(&metrics), copies, "{overrides:?}");
     }
     assert!(!missing.exists());
 }

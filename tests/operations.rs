@@ -30,6 +30,9 @@ async fn metrics_pass_promtool_and_count_the_work() {
         "redshift_export_jobs_total{error_code=\"unknown_template\",outcome=\"failed\"} 1",
         "redshift_export_messages_received_total 2",
         "redshift_export_rows_exported_total 1",
+        // One part of one row: kept in memory between its two reads.
+        "redshift_export_archive_part_rereads_total{from=\"memory\"} 1",
+        "redshift_export_archive_part_rereads_total{from=\"s3\"} 0",
         "redshift_export_stage_duration_seconds_count{stage=\"archive\"} 1",
         "redshift_export_build_info{revision=",
         "process_resident_memory_bytes ",
@@ -47,7 +50,7 @@ async fn metrics_pass_promtool_and_count_the_work() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus)");
+        .expect("promtool on PATH (Debian package prometheus; scripts/test installs it)");
     use std::io::Write;
     promtool
         .stdin

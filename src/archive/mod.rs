@@ -37,16 +37,19 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
+use prometheus::IntCounterVec;
 use tokio::sync::Semaphore;
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::config::ArchiveSettings;
 use crate::error::JobError;
 use crate::message::{Format, Layout, RequestId};
+use crate::metrics::Metrics;
 use deflate::Recompressor;
 use limits::Budget;
 pub use manifest::manifest_part_keys;
 use manifest::{Manifest, csv_header};
+pub use parts::REREAD_FROM;
 use sink::MultipartSink;
 use zip::ZipWriter;
 
@@ -116,6 +119,8 @@ pub struct Archiver {
     reader: read::Reader,
     /// Keeps parts on local disk between their two reads.
     spiller: spill::Spiller,
+    /// `archive_part_rereads_total`, when the archiver reports to the process's metrics.
+    rereads: Option<IntCounterVec>,
 }
 
 impl Archiver {
@@ -139,7 +144,14 @@ impl Archiver {
             decode_threads: threads,
             reader,
             spiller,
+            rereads: None,
         }
+    }
+
+    /// Counts in `metrics` where each part is read again from ([`REREAD_FROM`]).
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.rereads = Some(metrics.archive_part_rereads.clone());
+        self
     }
 
     pub fn archive_key(&self, request_id: &RequestId) -> String {

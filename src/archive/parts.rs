@@ -202,6 +202,10 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
     })
 }
 
+/// Where a decoded part is read again from, as `archive_part_rereads_total{from}` counts
+/// it: kept in memory (it came in one batch), spilled to local disk, or the upload bucket.
+pub const REREAD_FROM: [&str; 3] = ["memory", "spill", "s3"];
+
 /// Where a decoded part is read again from.
 enum Again<'a> {
     Disk(SpillRead<'a>),
@@ -319,6 +323,14 @@ impl Archiver {
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
     ) -> Result<(), BuildError> {
+        let from = match (&planned.bytes, &planned.spilled) {
+            (Some(_), _) => REREAD_FROM[0],
+            (None, Some(_)) => REREAD_FROM[1],
+            (None, None) => REREAD_FROM[2],
+        };
+        if let Some(rereads) = &self.rereads {
+            rereads.with_label_values(&[from]).inc();
+        }
         let mut apply = planned.edits.apply();
         let mut raw = Vec::new();
         if let Some(bytes) = &planned.bytes {
