@@ -30,4 +30,3 @@ zip.append(entry, { name: "export.csv" });
   console.error(e);
   process.exit(1);
 });
-output.on("close", () => console.log(zip.pointer()));
