@@ -204,7 +204,10 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
 
 /// Where a decoded part is read again from, as `archive_part_rereads_total{from}` counts
 /// it: kept in memory (it came in one batch), spilled to local disk, or the upload bucket.
-pub const REREAD_FROM: [&str; 3] = ["memory", "spill", "s3"];
+pub const REREAD_FROM: [&str; 3] = [FROM_MEMORY, FROM_SPILL, FROM_S3];
+const FROM_MEMORY: &str = "memory";
+const FROM_SPILL: &str = "spill";
+const FROM_S3: &str = "s3";
 
 /// Where a decoded part is read again from.
 enum Again<'a> {
@@ -314,6 +317,13 @@ impl Archiver {
             .collect()
     }
 
+    /// Counts one second read of a part, from `from` (one of [`REREAD_FROM`]).
+    fn count_reread(&self, from: &str) {
+        if let Some(rereads) = &self.rereads {
+            rereads.with_label_values(&[from]).inc();
+        }
+    }
+
     /// Reads a decoded part again (from local disk when it was spilled) and writes its bytes,
     /// changed as recorded, to the entry.
     async fn copy(
@@ -323,26 +333,25 @@ impl Archiver {
         out: &mut Vec<u8>,
         sink: &mut MultipartSink,
     ) -> Result<(), BuildError> {
-        let from = match (&planned.bytes, &planned.spilled) {
-            (Some(_), _) => REREAD_FROM[0],
-            (None, Some(_)) => REREAD_FROM[1],
-            (None, None) => REREAD_FROM[2],
-        };
-        if let Some(rereads) = &self.rereads {
-            rereads.with_label_values(&[from]).inc();
-        }
         let mut apply = planned.edits.apply();
         let mut raw = Vec::new();
         if let Some(bytes) = &planned.bytes {
+            self.count_reread(FROM_MEMORY);
             apply.feed(bytes, &mut raw);
         } else {
             let mut body = match &planned.spilled {
-                Some(spilled) => Again::Disk(spilled.read()),
-                None => Again::S3(Box::new(
-                    self.reader
-                        .open(&planned.key, Some(planned.length), planned.etag.clone())
-                        .await?,
-                )),
+                Some(spilled) => {
+                    self.count_reread(FROM_SPILL);
+                    Again::Disk(spilled.read())
+                }
+                None => {
+                    self.count_reread(FROM_S3);
+                    Again::S3(Box::new(
+                        self.reader
+                            .open(&planned.key, Some(planned.length), planned.etag.clone())
+                            .await?,
+                    ))
+                }
             };
             while let Some(chunk) = body.next().await? {
                 apply.feed(&chunk, &mut raw);
