@@ -26,6 +26,9 @@ pub struct Clients {
     pub redshift: aws_sdk_redshiftdata::Client,
     /// For completion events to SNS topics.
     pub sns: aws_sdk_sns::Client,
+    /// What presigned links are signed with: the SDK configuration's credentials, kept (one
+    /// cache for every copy of the clients).
+    pub signing: std::sync::Arc<crate::presign::SigningCredentials>,
 }
 
 impl Clients {
@@ -93,6 +96,9 @@ impl Clients {
             redshift: aws_sdk_redshiftdata::Client::from_conf(
                 redshift.interceptor(counted).build(),
             ),
+            signing: std::sync::Arc::new(crate::presign::SigningCredentials::new(
+                sdk.credentials_provider(),
+            )),
             sdk,
         }
     }

@@ -75,7 +75,7 @@ pub(super) async fn links(svc: &Target<'_>) -> Result<String, String> {
     let requested = Duration::from_secs(s.presign.expiry_secs).min(crate::presign::MAX_EXPIRY);
     let link = crate::presign::presign(
         &svc.clients.s3,
-        svc.clients.sdk.credentials_provider().as_ref(),
+        &svc.clients.signing,
         &s.archive.bucket,
         "check.zip",
         "check.zip",
