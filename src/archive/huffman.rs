@@ -6,6 +6,10 @@ use super::inflate::{InflateError, peek};
 
 /// Longest code: 15 bits.
 pub(super) const MAX_CODE: u32 = 15;
+/// Entries of the primary literal/length and distance tables: codes of up to 10 and 9 bits are
+/// looked up at once.
+pub(super) const LIT_ENTRIES: usize = 1 << 10;
+pub(super) const DIST_ENTRIES: usize = 1 << 9;
 
 pub(super) const LENGTH_BASE: [u16; 29] = [
     3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
@@ -48,19 +52,28 @@ pub(super) fn value_of(e: Entry) -> usize {
     (e >> 16) as usize
 }
 
-/// A canonical Huffman code as a two-level lookup table: `bits` bits first, then a subtable of
-/// `MAX_CODE - bits` bits for the longer codes.
+/// A canonical Huffman code as a two-level lookup table: a primary table of `N` entries
+/// (`N` a power of two: its bits are looked up at once), then subtables for the longer codes.
+/// The primary table is an array of `N` so that a lookup masked to `N - 1` needs no bounds
+/// check; that lookup is the decoder's innermost step.
 #[derive(Debug, Clone)]
-pub(super) struct Table {
-    bits: u32,
-    pub(super) entries: Vec<Entry>,
+pub(super) struct Table<const N: usize> {
+    pub(super) primary: Box<[Entry; N]>,
+    /// Subtables of `1 << (MAX_CODE - bits)` entries each, linked from `primary`.
+    sub: Vec<Entry>,
 }
 
-impl Table {
-    pub(super) fn new(bits: u32) -> Table {
+impl<const N: usize> Table<N> {
+    /// Bits of the primary table.
+    const BITS: u32 = {
+        assert!(N.is_power_of_two() && N > 1 && N <= 1 << MAX_CODE);
+        N.trailing_zeros()
+    };
+
+    pub(super) fn new() -> Table<N> {
         Table {
-            bits,
-            entries: Vec::new(),
+            primary: Box::new([entry(0, 0, KIND_INVALID, 0); N]),
+            sub: Vec::new(),
         }
     }
 
@@ -93,10 +106,10 @@ impl Table {
             code = (code + count[l - 1]) << 1;
             next[l] = code;
         }
-        let primary = 1usize << self.bits;
-        let sub_bits = MAX_CODE - self.bits;
-        self.entries.clear();
-        self.entries.resize(primary, entry(0, 0, KIND_INVALID, 0));
+        let bits = Self::BITS;
+        let sub_bits = MAX_CODE - bits;
+        self.primary.fill(entry(0, 0, KIND_INVALID, 0));
+        self.sub.clear();
         for (symbol, &l) in lengths.iter().enumerate() {
             if l == 0 {
                 continue;
@@ -106,29 +119,29 @@ impl Table {
             next[l as usize] += 1;
             let (kind, extra, value) = meaning(symbol);
             let e = entry(l, extra, kind, value);
-            if l <= self.bits {
+            if l <= bits {
                 let mut i = reversed as usize;
-                while i < primary {
-                    self.entries[i] = e;
+                while i < N {
+                    self.primary[i] = e;
                     i += 1 << l;
                 }
                 continue;
             }
-            let low = (reversed & ((1 << self.bits) - 1)) as usize;
-            let link = self.entries[low];
+            let low = (reversed & ((1 << bits) - 1)) as usize;
+            let link = self.primary[low];
             let base = if kind_of(link) == KIND_LINK {
                 value_of(link)
             } else {
-                let base = self.entries.len();
-                self.entries
+                let base = self.sub.len();
+                self.sub
                     .resize(base + (1 << sub_bits), entry(0, 0, KIND_INVALID, 0));
-                self.entries[low] = entry(self.bits, 0, KIND_LINK, base as u32);
+                self.primary[low] = entry(bits, 0, KIND_LINK, base as u32);
                 base
             };
-            let mut i = (reversed >> self.bits) as usize;
+            let mut i = (reversed >> bits) as usize;
             while i < 1 << sub_bits {
-                self.entries[base + i] = e;
-                i += 1 << (l - self.bits);
+                self.sub[base + i] = e;
+                i += 1 << (l - bits);
             }
         }
         Ok(())
@@ -137,12 +150,17 @@ impl Table {
     /// The entry for the code at the start of `bits`.
     #[inline(always)]
     pub(super) fn lookup(&self, bits: u64) -> Entry {
-        let e = self.entries[(bits & ((1 << self.bits) - 1)) as usize];
+        let e = self.primary[bits as usize & (N - 1)];
         if kind_of(e) != KIND_LINK {
             return e;
         }
-        let sub = (bits >> self.bits) as usize & ((1 << (MAX_CODE - self.bits)) - 1);
-        self.entries[value_of(e) + sub]
+        let sub = (bits >> Self::BITS) as usize & ((1 << (MAX_CODE - Self::BITS)) - 1);
+        // A link is only ever written with a base inside `sub`; an out-of-range one would be
+        // a bug in `build`, and reads as an invalid code rather than a panic.
+        self.sub
+            .get(value_of(e) + sub)
+            .copied()
+            .unwrap_or(entry(0, 0, KIND_INVALID, 0))
     }
 }
 
@@ -184,8 +202,8 @@ const CLEN_ORDER: [usize; 19] = [
 pub(super) fn read_dynamic_header(
     input: &[u8],
     mut bit: usize,
-    literals: &mut Table,
-    distances: &mut Table,
+    literals: &mut Table<LIT_ENTRIES>,
+    distances: &mut Table<DIST_ENTRIES>,
 ) -> Result<usize, InflateError> {
     let bits = peek(input, bit);
     let nlit = 257 + (bits & 0x1f) as usize;
@@ -200,12 +218,12 @@ pub(super) fn read_dynamic_header(
         clen[i] = (peek(input, bit) & 7) as u8;
         bit += 3;
     }
-    let mut code_lengths = Table::new(7);
+    let mut code_lengths = Table::<128>::new();
     code_lengths.build(&clen, |s| (KIND_LITERAL, 0, s as u32))?;
     // Codes of at most 7 bits fill every entry of a 7-bit table only when complete, and
     // zlib accepts no incomplete code-length code.
     if code_lengths
-        .entries
+        .primary
         .iter()
         .any(|e| kind_of(*e) == KIND_INVALID)
     {

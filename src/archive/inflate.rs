@@ -14,8 +14,8 @@
 use std::ops::ControlFlow;
 
 use super::huffman::{
-    KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, Table, distance_meaning, extra_of, kind_of,
-    len_of, literal_meaning, read_dynamic_header, value_of,
+    DIST_ENTRIES, KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, LIT_ENTRIES, Table,
+    distance_meaning, extra_of, kind_of, len_of, literal_meaning, read_dynamic_header, value_of,
 };
 
 /// How far back a DEFLATE back-reference may reach.
@@ -35,10 +35,6 @@ const MAX_SEQUENCE_BITS: usize = 48;
 /// A dynamic block header is at most 3 + 14 + 19×3 + 320×14 bits; it is only decoded once
 /// this much input is available (or the input is complete).
 const MAX_HEADER_BYTES: usize = 600;
-
-/// Bits looked up at once in the literal/length and distance tables.
-const LIT_BITS: u32 = 10;
-const DIST_BITS: u32 = 9;
 
 /// What is wrong with a DEFLATE stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,8 +85,8 @@ pub struct Inflate {
     clear_final: bool,
     /// Where the BFINAL bit was cleared, in the input of the last [`Inflate::run`].
     cleared_at: Option<usize>,
-    literals: Table,
-    distances: Table,
+    literals: Table<LIT_ENTRIES>,
+    distances: Table<DIST_ENTRIES>,
     /// The last [`WINDOW`] bytes of data, then the data not yet handed out; it grows from
     /// [`FIRST_OUT_BYTES`] to [`OUT_BYTES`] as the stream needs.
     out: Vec<u8>,
@@ -111,8 +107,8 @@ impl Inflate {
             final_block: false,
             clear_final,
             cleared_at: None,
-            literals: Table::new(LIT_BITS),
-            distances: Table::new(DIST_BITS),
+            literals: Table::new(),
+            distances: Table::new(),
             out: vec![0; FIRST_OUT_BYTES],
             end: 0,
             fresh: 0,
@@ -292,26 +288,31 @@ impl Inflate {
             let used = len_of(e);
             match kind_of(e) {
                 KIND_LITERAL => {
-                    self.out[self.end] = value_of(e) as u8;
-                    self.end += 1;
-                    bit += used;
+                    // `make_room` keeps MATCH_SLACK bytes free after `end`: one check for the
+                    // (up to) three literals below.
+                    let Some(room) = self
+                        .out
+                        .get_mut(self.end..)
+                        .and_then(|r| r.first_chunk_mut::<3>())
+                    else {
+                        return Err(InflateError("no room for the data"));
+                    };
+                    room[0] = value_of(e) as u8;
                     // Literals come in runs: the word read holds two more codes (at least
-                    // 57 - 15 - 15 bits are left after the second), and two more bytes always
-                    // fit.
+                    // 57 - 15 - 15 bits are left after the second).
+                    let (mut used, mut n) = (used, 1);
                     let second = self.literals.lookup(bits >> used);
                     if kind_of(second) == KIND_LITERAL {
-                        self.out[self.end] = value_of(second) as u8;
-                        let used = used + len_of(second);
+                        room[1] = value_of(second) as u8;
+                        (used, n) = (used + len_of(second), 2);
                         let third = self.literals.lookup(bits >> used);
                         if kind_of(third) == KIND_LITERAL {
-                            self.out[self.end + 1] = value_of(third) as u8;
-                            self.end += 2;
-                            bit += len_of(second) + len_of(third);
-                        } else {
-                            self.end += 1;
-                            bit += len_of(second);
+                            room[2] = value_of(third) as u8;
+                            (used, n) = (used + len_of(third), 3);
                         }
                     }
+                    self.end += n;
+                    bit += used;
                 }
                 KIND_LENGTH => {
                     let extra = extra_of(e);
