@@ -1,28 +1,28 @@
 //! HTTP: the Data API (awsJson1_1, `POST /` with `X-Amz-Target: RedshiftData.<Operation>`) and
-//! the emulator's own admin endpoints under `/__admin/`.
+//! the emulator's own admin endpoints under `/__admin/` ([`admin`]); a finished statement's
+//! rows are paged out by [`results`].
+
+mod admin;
+mod results;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::routing::post;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
-use crate::model::{
-    ExecuteStatementInput, Field, GetStatementResultInput, IdInput, ListStatementsInput,
-    SqlParameter,
-};
+use crate::model::{ExecuteStatementInput, IdInput, ListStatementsInput, SqlParameter};
 use crate::runner::{self, RunContext};
 use crate::sqltext::{placeholders, tokenize};
-use crate::state::{Faults, FieldKind, Statement, Status, now_epoch};
+use crate::state::{Statement, Status, now_epoch};
 
 /// Shared by every request.
 pub struct App {
@@ -34,12 +34,7 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(data_api))
-        .route("/__admin/health", get(|| async { "ok" }))
-        .route("/__admin/sql-log", get(sql_log))
-        .route("/__admin/faults", get(get_faults).put(put_faults))
-        .route("/__admin/release", post(release))
-        .route("/__admin/stats", get(stats))
-        .route("/__admin/stats/reset", post(reset_stats))
+        .merge(admin::routes())
         .with_state(app)
 }
 
@@ -58,7 +53,9 @@ async fn data_api(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
             "DescribeStatement" => {
                 parse(&body).and_then(|i: IdInput| describe_statement(&app, &i.id))
             }
-            "GetStatementResult" => parse(&body).and_then(|i| get_statement_result(&app, i)),
+            "GetStatementResult" => {
+                parse(&body).and_then(|i| results::get_statement_result(&app, i))
+            }
             "CancelStatement" => parse(&body).and_then(|i: IdInput| cancel_statement(&app, &i.id)),
             "ListStatements" => parse(&body).and_then(|i| list_statements(&app, i)),
             other => Err(ApiError::unknown_operation(other)),
@@ -297,99 +294,6 @@ fn describe_statement(app: &App, id: &str) -> Result<Value, ApiError> {
     })
 }
 
-fn get_statement_result(app: &App, input: GetStatementResultInput) -> Result<Value, ApiError> {
-    let (status, result) = app
-        .ctx
-        .registry
-        .with(&input.id, |s| (s.status, s.result.clone()))?;
-    if status != Status::Finished {
-        return Err(ApiError::validation(format!(
-            "Query does not have result. The statement is {}; check it with DescribeStatement.",
-            status.as_str()
-        )));
-    }
-    let Some(result) = result else {
-        return Err(ApiError::validation(
-            "Query does not have result. Please check query status with DescribeStatement.",
-        ));
-    };
-    let start = match &input.next_token {
-        None => 0,
-        Some(t) => t
-            .parse::<usize>()
-            .map_err(|_| ApiError::validation("Invalid NextToken"))?,
-    };
-    let end = (start + app.page_rows.max(1)).min(result.rows.len());
-    let records: Vec<Vec<Field>> = result.rows[start.min(end)..end]
-        .iter()
-        .map(|row| {
-            row.iter()
-                .zip(&result.kinds)
-                .map(|(v, k)| field(v.as_deref(), *k))
-                .collect()
-        })
-        .collect();
-    let mut out = json!({
-        "Records": records,
-        "ColumnMetadata": result.columns,
-        "TotalNumRows": result.rows.len(),
-    });
-    if end < result.rows.len() {
-        out["NextToken"] = json!(end.to_string());
-    }
-    Ok(out)
-}
-
-/// The Data API's type mapping of one value.
-fn field(value: Option<&str>, kind: FieldKind) -> Field {
-    let Some(v) = value else {
-        return Field::IsNull(true);
-    };
-    match kind {
-        FieldKind::Long => v
-            .parse()
-            .map(Field::LongValue)
-            .unwrap_or_else(|_| Field::StringValue(v.into())),
-        FieldKind::Double => match v.parse::<f64>() {
-            Ok(d) if d.is_finite() => Field::DoubleValue(d),
-            _ => Field::StringValue(v.into()),
-        },
-        FieldKind::Boolean => Field::BooleanValue(v == "t"),
-        FieldKind::Blob => Field::BlobValue(base64(&decode_bytea_hex(v))),
-        FieldKind::String => Field::StringValue(v.into()),
-    }
-}
-
-/// PostgreSQL prints bytea as `\x` followed by hex digits.
-fn decode_bytea_hex(v: &str) -> Vec<u8> {
-    let hex = v.strip_prefix("\\x").unwrap_or(v).as_bytes();
-    hex.chunks(2)
-        .filter_map(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-        })
-        .collect()
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn cancel_statement(app: &App, id: &str) -> Result<Value, ApiError> {
     let status = app.ctx.registry.with(id, |s| s.status)?;
     if status.is_terminal() || !app.ctx.registry.transition(id, Status::Aborted, |_| {}) {
@@ -485,63 +389,9 @@ fn list_statements(app: &App, input: ListStatementsInput) -> Result<Value, ApiEr
     Ok(out)
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
-    statement_id: Option<String>,
-}
-
-async fn sql_log(State(app): State<Arc<App>>, Query(q): Query<LogQuery>) -> Json<Value> {
-    Json(json!({ "entries": app.ctx.registry.sql_log(q.statement_id.as_deref()) }))
-}
-
-async fn get_faults(State(app): State<Arc<App>>) -> Json<Faults> {
-    Json(app.ctx.registry.faults())
-}
-
-async fn put_faults(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match serde_json::from_slice::<Faults>(&body) {
-        Ok(faults) => {
-            tracing::info!(?faults, "fault injection changed");
-            app.ctx.registry.set_faults(faults.clone());
-            Json(faults).into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid faults: {e}\n")).into_response(),
-    }
-}
-
-async fn release(State(app): State<Arc<App>>) -> StatusCode {
-    app.ctx.registry.release_held();
-    StatusCode::NO_CONTENT
-}
-
-async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!(app.ctx.registry.stats()))
-}
-
-async fn reset_stats(State(app): State<Arc<App>>) -> StatusCode {
-    app.ctx.registry.reset_stats();
-    StatusCode::NO_CONTENT
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-        assert_eq!(decode_bytea_hex("\\x666f6f"), b"foo");
-    }
 
     #[test]
     fn cluster_identifier_pattern() {
