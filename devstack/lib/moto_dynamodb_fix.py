@@ -20,6 +20,13 @@ Four changes, applied by `install()` before the server starts:
 4. `size(path)` of an attribute the item does not have makes the comparison false, as in
    DynamoDB (a conditional write then fails its condition); moto raises an internal error
    (HTTP 500) instead, e.g. for `size(holders) < :cap` on an item not created yet.
+5. A Query reads the partition it names instead of sorting the whole table first. moto's
+   Table.query starts from `all_items()`, every item of the table sorted by key, and then keeps
+   those of one partition (or, on an index, those with the index's key, which it sorts again):
+   each Query cost time in proportion to the table, and under the lock of change 1 every other
+   DynamoDB request waited for it, so the local stack slowed down as a run filled the table.
+   DynamoDB reads one partition. The results, their order and their pages are unchanged: the
+   query sorts what it keeps either way.
 
 tests/python/test_moto_dynamodb.py hammers conditional transactions from many threads and
 checks that no committed write is lost.
@@ -42,6 +49,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.comparisons import FuncSize, get_filter_expression
 from moto.core.responses import ActionResult
 from moto.dynamodb.responses import DynamoHandler
@@ -176,8 +184,12 @@ def _with_token(method):
             return method(self, *args, **kwargs)
         params = json.dumps(self.body.get("TransactItems"), sort_keys=True)
         now = time.monotonic()
-        for old in [t for t, (_, at) in _tokens.items() if now - at > TOKEN_WINDOW_SECS]:
-            del _tokens[old]
+        # Tokens are added in time order (under the lock), so the expired ones come first.
+        while _tokens:
+            oldest = next(iter(_tokens))
+            if now - _tokens[oldest][1] <= TOKEN_WINDOW_SECS:
+                break
+            del _tokens[oldest]
         seen = _tokens.get(token)
         if seen is not None:
             if seen[0] != params:
@@ -200,13 +212,15 @@ def _locked(method):
 
 
 def install():
-    """Applies both changes; idempotent."""
+    """Applies the changes; idempotent."""
     if getattr(DynamoDBBackend, "_devstack_fixed", False):
         return
     DynamoDBBackend.transact_write_items = transact_write_items
     DynamoHandler.transact_write_items = _with_token(DynamoHandler.transact_write_items)
     DynamoHandler.call_action = _locked(DynamoHandler.call_action)
     FuncSize.expr = _size_of_missing_is_none(FuncSize.expr)
+    Table.all_items = _partition_items(Table.all_items)
+    Table.query = _querying(Table.query)
     DynamoDBBackend._devstack_fixed = True
 
 
@@ -218,5 +232,47 @@ def _size_of_missing_is_none(expr):
         if self.attr.get_type(item) is None:
             return None
         return expr(self, item)
+
+    return wrapper
+
+
+# The query a thread is running: (table, hash key or None for an index query).
+_querying_now = threading.local()
+
+
+def _querying(query):
+    """Table.query, telling all_items() which partition it wants."""
+
+    @functools.wraps(query)
+    def wrapper(self, hash_key, *args, **kwargs):
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        _querying_now.of = (self, None if index_name else hash_key)
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            _querying_now.of = None
+
+    return wrapper
+
+
+def _partition_items(all_items):
+    """Within a query: the named partition's items (base table) or all items unsorted (index);
+    the query sorts what it keeps. Anywhere else: moto's all_items()."""
+
+    @functools.wraps(all_items)
+    def wrapper(self):
+        of = getattr(_querying_now, "of", None)
+        if of is None or of[0] is not self:
+            return all_items(self)
+        hash_key = of[1]
+        if hash_key is None:
+            partitions = self.items.values()
+        elif hash_key in self.items:
+            partitions = [self.items[hash_key]]
+        else:
+            return []
+        if not self.range_key_attr:
+            return list(partitions)
+        return [item for partition in partitions for item in partition.values()]
 
     return wrapper

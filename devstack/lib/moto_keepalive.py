@@ -13,6 +13,14 @@ unread is read after the answer, so the next request on the connection starts wh
 Werkzeug's own clean-up after an answer (reading whatever else the client sent, for 10 ms)
 would swallow the client's next request on a kept connection; it is skipped for those.
 A request with a chunked body keeps Werkzeug's behaviour: answered, then closed.
+
+Werkzeug also writes an answer's status line and headers to the socket before its body, so every
+answer reaches the client as two segments and costs it a second wake-up and read that an AWS
+endpoint's small answers do not. The handler buffers its writes instead: the headers leave with
+the first piece of the body (Werkzeug flushes after each piece), and a `100 Continue` interim
+answer is sent at once, and once (Werkzeug repeated http.server's), as a client that asked for
+it waits for it before sending the body.
+Nor does it log a line per request (errors are still logged).
 """
 
 import selectors
@@ -73,6 +81,8 @@ class _Selectors:
 
 class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A buffered writer (socketserver's StreamRequestHandler.setup): headers and body in one send.
+    wbufsize = 1 << 16
 
     def make_environ(self):
         environ = super().make_environ()
@@ -89,6 +99,18 @@ class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
         _current.keep = self._body is not None
         return environ
 
+    def handle_expect_100(self):
+        # Sent at once: buffered, it would wait for the answer, which waits for the body.
+        self.send_response_only(100)
+        self.end_headers()
+        self.wfile.flush()
+        return True
+
+    def log_request(self, code="-", size="-"):
+        # Werkzeug logs every request at INFO: a line per AWS call in the stack's log and, under
+        # load, a fifth of moto's time (its logging lock and the write). Errors are still logged.
+        pass
+
     def send_header(self, keyword, value):
         if getattr(_current, "keep", False) and keyword.lower() == "connection" and value.lower() == "close":
             return
@@ -96,6 +118,9 @@ class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
 
     def run_wsgi(self):
         self._body = None
+        # http.server has answered `Expect: 100-continue` already (handle_expect_100); Werkzeug
+        # would answer it a second time.
+        del self.headers["Expect"]
         try:
             super().run_wsgi()
         finally:

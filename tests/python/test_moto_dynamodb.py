@@ -158,3 +158,61 @@ def test_size_of_a_missing_attribute_fails_the_condition_instead_of_erroring(tab
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         ddb.update_item(**{**take, "ExpressionAttributeNames": {"#h": "r2"}})
     ddb.update_item(**take)
+
+
+def query_all(**kwargs):
+    """Every item a Query returns, page by page (Limit keeps the pages small)."""
+    items, start = [], {}
+    while True:
+        out = ddb.query(Limit=3, **kwargs, **start)
+        items += out["Items"]
+        if "LastEvaluatedKey" not in out:
+            return items
+        start = {"ExclusiveStartKey": out["LastEvaluatedKey"]}
+
+
+def test_a_query_returns_its_partition_or_index_key_in_order_page_by_page():
+    """moto_dynamodb_fix reads the queried partition instead of the sorted table: same answers."""
+    name = f"query-{uuid.uuid4().hex[:12]}"
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t in
+                              (("pk", "S"), ("sk", "S"), ("g", "S"), ("n", "N"))],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by-g", "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"},
+                                               {"AttributeName": "n", "KeyType": "RANGE"}]}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    try:
+        written = []
+        # Written out of key order, so an answer in key order was sorted.
+        for p in (5, 1, 4, 2, 3, 0):
+            for s in (6, 0, 3, 5, 1, 4, 2):
+                item = {"pk": {"S": f"p{p}"}, "sk": {"S": f"s{s}"}, "n": {"N": str(p * 10 + s)}}
+                if s % 2:
+                    item["g"] = {"S": "odd"}
+                ddb.put_item(TableName=name, Item=item)
+                written.append(item)
+
+        def keys(items):
+            return [(i["pk"]["S"], i["sk"]["S"]) for i in items]
+
+        one = {"TableName": name, "KeyConditionExpression": "pk = :p",
+               "ExpressionAttributeValues": {":p": {"S": "p4"}}}
+        assert keys(query_all(**one)) == [("p4", f"s{s}") for s in range(7)]
+        assert keys(query_all(**one, ScanIndexForward=False)) == [("p4", f"s{s}") for s in reversed(range(7))]
+        ranged = {**one, "KeyConditionExpression": "pk = :p AND sk BETWEEN :a AND :b",
+                  "ExpressionAttributeValues": {":p": {"S": "p2"}, ":a": {"S": "s2"}, ":b": {"S": "s5"}}}
+        assert keys(query_all(**ranged)) == [("p2", f"s{s}") for s in range(2, 6)]
+        assert query_all(**{**one, "ExpressionAttributeValues": {":p": {"S": "p9"}}}) == []
+
+        odd = sorted((i for i in written if "g" in i), key=lambda i: int(i["n"]["N"]))
+        by_g = {"TableName": name, "IndexName": "by-g", "KeyConditionExpression": "g = :g",
+                "ExpressionAttributeValues": {":g": {"S": "odd"}}}
+        assert keys(query_all(**by_g)) == keys(odd)
+        assert keys(query_all(**by_g, ScanIndexForward=False)) == keys(reversed(odd))
+        # A Scan still sees every item.
+        assert len(ddb.scan(TableName=name)["Items"]) == len(written)
+    finally:
+        ddb.delete_table(TableName=name)

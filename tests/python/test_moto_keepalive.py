@@ -1,12 +1,14 @@
 """The devstack's moto keeps HTTP connections open between requests, as AWS's endpoints do
 (devstack/lib/moto_keepalive.py); moto as shipped answers every request with
 `Connection: close`. One connection carries requests with bodies moto reads, bodies it may leave
-unread, and requests without bodies, and every answer is the right one.
+unread, and requests without bodies, and every answer is the right one. A small answer leaves in
+one piece, headers with body, and a client that expects `100 Continue` gets it before it sends.
 """
 
 import http.client
 import io
 import os
+import socket
 import sys
 import uuid
 
@@ -93,3 +95,37 @@ def test_a_body_ends_at_its_length_and_what_is_left_unread_is_drained():
     assert stream.readline() == b"GET /next HTTP/1.1\r\n"
     # A client that goes away mid-body: the connection is not kept.
     assert not _Body(io.BytesIO(b"short"), 100).finish()
+
+
+def raw_connection():
+    host, port = ENDPOINT.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_a_small_answer_arrives_in_one_piece_headers_with_body(bucket):
+    # Werkzeug as shipped sends the headers and then the body: the client's first read sees the
+    # headers alone. Over loopback one send of a few hundred bytes arrives as one segment.
+    with raw_connection() as sock:
+        request = f"GET /{bucket}?list-type=2 HTTP/1.1\r\nHost: {ENDPOINT}\r\n\r\n".encode()
+        for _ in range(20):
+            sock.sendall(request)
+            first = sock.recv(1 << 16)
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            assert length > 0 and len(body) == length, first
+
+
+def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(bucket):
+    body = b"x" * 1000
+    with raw_connection() as sock:
+        sock.sendall(f"PUT /{bucket}/continued HTTP/1.1\r\nHost: {ENDPOINT}\r\n"
+                     f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        interim = sock.recv(1 << 16)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        sock.sendall(body)
+        answer = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(1 << 16)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert s3.get_object(Bucket=bucket, Key="continued")["Body"].read() == body
