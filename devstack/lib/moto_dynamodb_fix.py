@@ -7,7 +7,7 @@ other clients committed meanwhile: a committed transition disappears (seen with 
 workers on one table). DynamoDB never does that: a transaction is atomic and isolated, and a
 failed one writes nothing.
 
-Four changes, applied by `install()` before the server starts:
+Five changes, applied by `install()` before the server starts:
 1. Every DynamoDB request runs under one lock, so no request sees or interleaves with half a
    transaction (requests to the other services are not affected).
 2. A failed transaction undoes only the items it wrote, from copies of those items taken just
@@ -29,7 +29,7 @@ Four changes, applied by `install()` before the server starts:
    query sorts what it keeps either way.
 
 tests/python/test_moto_dynamodb.py hammers conditional transactions from many threads and
-checks that no committed write is lost.
+checks that no committed write is lost, and checks a Query's results, order and pages.
 """
 
 import copy

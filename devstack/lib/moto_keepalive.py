@@ -19,8 +19,8 @@ answer reaches the client as two segments and costs it a second wake-up and read
 endpoint's small answers do not. The handler buffers its writes instead: the headers leave with
 the first piece of the body (Werkzeug flushes after each piece), and a `100 Continue` interim
 answer is sent at once, and once (Werkzeug repeated http.server's), as a client that asked for
-it waits for it before sending the body.
-Nor does it log a line per request (errors are still logged).
+it waits for it before sending the body. Nor does the handler log a line per request (errors
+are still logged).
 """
 
 import selectors
