@@ -37,7 +37,7 @@ pub struct Services {
 impl Services {
     pub async fn new(settings: Settings) -> Result<Arc<Services>, String> {
         let metrics = Arc::new(Metrics::new());
-        let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &metrics).await;
+        let clients = Clients::new(&settings, &metrics).await;
         let worker = if settings.worker.id.is_empty() {
             default_worker_id()
         } else {

@@ -7,7 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::config::AwsSettings;
+use crate::config::Settings;
 
 /// How long a TCP (and TLS) connection to an AWS endpoint may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,11 +33,8 @@ pub struct Clients {
 
 impl Clients {
     /// Every client counts its API attempts in `metrics`.
-    pub async fn new(
-        settings: &AwsSettings,
-        sqs_wait_secs: u32,
-        metrics: &crate::metrics::Metrics,
-    ) -> Clients {
+    pub async fn new(all: &Settings, metrics: &crate::metrics::Metrics) -> Clients {
+        let settings = &all.aws;
         let counted = CallMetrics {
             requests: metrics.aws_requests.clone(),
             denied: metrics.aws_denied.clone(),
@@ -50,22 +47,18 @@ impl Clients {
         if let Some(region) = &settings.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
+        let timeouts = Timeouts::new(all);
+        loader = loader.timeout_config(timeouts.api.clone());
         let sdk = loader.load().await;
         let e = &settings.endpoints;
 
-        // A long poll must be allowed to outlast its wait.
-        let sqs_timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(
-                Duration::from_secs(u64::from(sqs_wait_secs)) + LONG_POLL_SLACK,
-            )
-            .build();
-        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(sqs_timeouts);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(timeouts.sqs);
         if let Some(url) = &e.sqs {
             sqs = sqs.endpoint_url(url);
         }
-        let mut s3 =
-            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.s3_force_path_style);
+        let mut s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(settings.s3_force_path_style)
+            .timeout_config(timeouts.s3);
         if let Some(url) = &e.s3 {
             s3 = s3.endpoint_url(url);
         }
@@ -100,6 +93,39 @@ impl Clients {
                 sdk.credentials_provider(),
             )),
             sdk,
+        }
+    }
+}
+
+/// How long the clients' calls may take. Each attempt that gets no answer in time fails as a
+/// timeout, which the SDK retries and [`AwsError`] classifies as transient: a service that takes
+/// a request and never answers costs the job a few attempts, never its life.
+#[derive(Debug, Clone)]
+struct Timeouts {
+    /// DynamoDB, the Data API, SES, SNS: the whole attempt, answer included.
+    api: TimeoutConfig,
+    /// SQS: as `api`, but a long poll's answer comes at the end of its wait.
+    sqs: TimeoutConfig,
+    /// S3: from sending the request to the first byte of the answer, which for an upload
+    /// includes sending the part, so one second more per MiB of part. Not the whole attempt: a
+    /// download streams on after it, and CompleteMultipartUpload answers at once and keeps the
+    /// connection alive while S3 assembles the object; a body that stops moving is the SDK's
+    /// stalled-stream protection's to end.
+    s3: TimeoutConfig,
+}
+
+impl Timeouts {
+    fn new(settings: &Settings) -> Timeouts {
+        let attempt = Duration::from_secs(settings.aws.attempt_timeout_secs);
+        let long_poll = Duration::from_secs(u64::from(settings.queue.wait_secs)) + LONG_POLL_SLACK;
+        let part = Duration::from_secs(u64::from(settings.archive.part_size_mib));
+        let builder = || TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT);
+        Timeouts {
+            api: builder().operation_attempt_timeout(attempt).build(),
+            sqs: builder()
+                .operation_attempt_timeout(attempt.max(long_poll))
+                .build(),
+            s3: builder().read_timeout(attempt + part).build(),
         }
     }
 }
@@ -335,6 +361,37 @@ where
 mod tests {
     use super::*;
     use aws_credential_types::provider::error::CredentialsError;
+
+    #[test]
+    fn every_call_has_a_deadline_long_polls_and_part_uploads_get_theirs() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let mut settings = Settings::load(&path).unwrap();
+        settings.aws.attempt_timeout_secs = 10;
+        settings.queue.wait_secs = 20;
+        settings.archive.part_size_mib = 64;
+        let t = Timeouts::new(&settings);
+        assert_eq!(
+            t.api.operation_attempt_timeout(),
+            Some(Duration::from_secs(10))
+        );
+        // A 20 s long poll answers after its wait.
+        assert_eq!(
+            t.sqs.operation_attempt_timeout(),
+            Some(Duration::from_secs(35))
+        );
+        // S3: to the answer's first byte, sending a 64 MiB part included; no attempt deadline,
+        // which would cut a download streaming on.
+        assert_eq!(t.s3.read_timeout(), Some(Duration::from_secs(74)));
+        assert_eq!(t.s3.operation_attempt_timeout(), None);
+        for config in [&t.api, &t.sqs, &t.s3] {
+            assert_eq!(config.connect_timeout(), Some(CONNECT_TIMEOUT));
+        }
+        settings.aws.attempt_timeout_secs = 60;
+        assert_eq!(
+            Timeouts::new(&settings).sqs.operation_attempt_timeout(),
+            Some(Duration::from_secs(60))
+        );
+    }
 
     #[test]
     fn only_an_unusable_credentials_configuration_is_permanent() {

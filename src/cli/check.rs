@@ -19,7 +19,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> ExitCode {
     let probes = if args.offline {
         vec![crate::check::configuration(&settings)]
     } else {
-        let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &Metrics::new()).await;
+        let clients = Clients::new(&settings, &Metrics::new()).await;
         crate::check::run(&settings, &clients).await
     };
     for p in &probes {

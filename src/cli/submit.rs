@@ -59,7 +59,7 @@ pub(super) async fn run(settings: Settings, args: Args) -> ExitCode {
     if let Err(e) = validate(&settings, &request_id, &text) {
         return usage(e);
     }
-    let clients = Clients::new(&settings.aws, settings.queue.wait_secs, &Metrics::new()).await;
+    let clients = Clients::new(&settings, &Metrics::new()).await;
     let sent = clients
         .sqs
         .send_message()

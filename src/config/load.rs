@@ -88,7 +88,7 @@ impl Settings {
         }
     }
 
-    /// The queue and the table.
+    /// The queue, the table and the AWS calls' timeout.
     fn check_queue(&self, p: &mut Problems) {
         p.check(!self.queue.url.is_empty(), "queue.url is empty".into());
         p.check(
@@ -104,6 +104,10 @@ impl Settings {
             "queue.max_message_bytes must be 1–262144 (SQS's limit; the request is stored in DynamoDB's 400 KB item)".into(),
         );
         p.check(!self.state.table.is_empty(), "state.table is empty".into());
+        p.check(
+            (1..=3600).contains(&self.aws.attempt_timeout_secs),
+            "aws.attempt_timeout_secs must be 1–3600".into(),
+        );
     }
 
     /// How the worker reaches Redshift.

@@ -119,6 +119,79 @@ async fn lost_responses_cost_no_redelivery() {
     );
 }
 
+#[tokio::test]
+async fn calls_that_are_never_answered_time_out_and_the_export_goes_on() {
+    // The first call of each operation below is carried out and then never answered, the
+    // connection left open and silent: without a timeout per attempt the job would wait for
+    // ever, renewing the request's lease as it waited. With `aws.attempt_timeout_secs` each
+    // such call is abandoned, retried by the SDK, and recognised as done where it was.
+    let hang = |ops: &[&str]| testkit::Faults {
+        hang_first: ops.iter().map(|op| op.to_string()).collect(),
+        ..testkit::Faults::default()
+    };
+    let aws = testkit::FaultProxy::start_with(
+        &var("AWS_ENDPOINT_URL"),
+        hang(&["TransactWriteItems", "GetObject", "PutObject"]),
+    )
+    .await;
+    let data_api = testkit::FaultProxy::start_with(
+        &var("AWS_ENDPOINT_URL_REDSHIFT_DATA"),
+        hang(&["ExecuteStatement", "DescribeStatement"]),
+    )
+    .await;
+    let overrides = [
+        ("EXPORT_WORKER__AWS__ENDPOINTS__S3", aws.url.as_str()),
+        ("EXPORT_WORKER__AWS__ENDPOINTS__DYNAMODB", aws.url.as_str()),
+        (
+            "EXPORT_WORKER__AWS__ENDPOINTS__REDSHIFT_DATA",
+            data_api.url.as_str(),
+        ),
+        ("EXPORT_WORKER__AWS__ATTEMPT_TIMEOUT_SECS", "2"),
+        ("EXPORT_WORKER__ARCHIVE__PART_SIZE_MIB", "5"),
+        ("EXPORT_WORKER__WORKER__RETRY_DELAY_SECS", "1"),
+    ];
+    let (daemon, log) = Daemon::start_logged(&overrides).await;
+    let admin = admin_address(&log).await;
+    let rid = daemon
+        .request(
+            "orders_between",
+            json!({"first": 1, "last": 400}),
+            json!({}),
+        )
+        .await;
+    let state = wait_terminal(&rid, 120).await;
+    assert_eq!(state["status"], "COMPLETED", "{rid}: {state:?}");
+    assert_eq!(state["rows"], "400");
+    let (path, _) = download_archive(&state["archive_key"]).await;
+    assert_eq!(csv_records(&read_zip(&path)[0].1).len(), 401);
+    assert_eq!(unload_sql(&rid).await.len(), 1, "one UNLOAD");
+    assert_eq!(smtp_mails(&rid).len(), 1, "one email");
+    assert_eq!(
+        history(&rid).await,
+        ["QUEUED", "QUERYING", "ARCHIVING", "NOTIFYING", "COMPLETED"]
+    );
+    let mut unanswered = aws.unanswered();
+    unanswered.extend(data_api.unanswered());
+    for op in [
+        "TransactWriteItems",
+        "GetObject",
+        "PutObject",
+        "ExecuteStatement",
+        "DescribeStatement",
+    ] {
+        assert_eq!(
+            unanswered.get(op).copied(),
+            Some(1),
+            "{op} was not left unanswered: {unanswered:?}"
+        );
+    }
+    assert_eq!(
+        metric(&admin, "redshift_export_messages_received_total").await,
+        1.0,
+        "the message was received once: each call was retried in place"
+    );
+}
+
 /// Records an `orders_between` request in QUEUED with no lease, as a worker that died right
 /// after creating it leaves it, then sends its message; returns its request id.
 async fn recorded_then_sent(daemon: &Daemon, first: u32, last: u32) -> String {

@@ -4,7 +4,10 @@
 //!   DynamoDB and SES v2, XML for S3) without reaching moto;
 //! - *lost*: forwarded, the write done, and then answered with that 503 anyway, as when a
 //!   response is lost on the way back and the client cannot know the write happened;
-//! - *dropped*: forwarded, then the connection is cut in the middle of the response.
+//! - *dropped*: forwarded, then the connection is cut in the middle of the response;
+//! - *unanswered* (only the first request of named operations, [`Faults::hang_first`]):
+//!   forwarded, the work done, and then no answer at all on an open connection, as from a
+//!   service or a network path that hangs.
 //!
 //! Faults can be limited to some operations (`DynamoDB_20120810.TransactWriteItems`'s
 //! `TransactWriteItems`, S3's `CompleteMultipartUpload`, …: [`operation`] names them). Point a
@@ -43,6 +46,9 @@ pub struct Faults {
     /// Operations whose first request always fails before reaching the upstream, for the
     /// same reason.
     pub fail_first: Vec<String>,
+    /// Operations whose first request is carried out and then never answered: the connection
+    /// stays open and silent until the client gives up on it.
+    pub hang_first: Vec<String>,
 }
 
 struct Shared {
@@ -58,6 +64,10 @@ struct Shared {
     seen: Mutex<std::collections::HashSet<String>>,
     /// Operations of `fail_first` seen so far.
     seen_failing: Mutex<std::collections::HashSet<String>>,
+    /// Operations of `hang_first` seen so far.
+    seen_hanging: Mutex<std::collections::HashSet<String>>,
+    /// Requests left unanswered, by operation.
+    unanswered: Mutex<HashMap<String, u64>>,
     /// The operation and headers of every forwarded request.
     log: Mutex<Vec<(String, HeaderMap)>>,
     /// Requests in flight by operation (until their answer is relayed), and the most at once.
@@ -94,6 +104,8 @@ impl FaultProxy {
             lost: Mutex::new(HashMap::new()),
             seen: Mutex::new(std::collections::HashSet::new()),
             seen_failing: Mutex::new(std::collections::HashSet::new()),
+            seen_hanging: Mutex::new(std::collections::HashSet::new()),
+            unanswered: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             in_flight: Mutex::new(HashMap::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -148,6 +160,15 @@ impl FaultProxy {
             .lock()
             .map(|m| m.get(operation).map_or(0, |&(_, max)| max))
             .unwrap_or(0)
+    }
+
+    /// Requests carried out and left unanswered ([`Faults::hang_first`]), by operation.
+    pub fn unanswered(&self) -> HashMap<String, u64> {
+        self.shared
+            .unanswered
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Responses lost or cut after the upstream carried the request out, by operation.
@@ -215,6 +236,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         return injected_failure(&request);
     }
+    let hang = first_of(&faults.hang_first, &shared.seen_hanging);
     let first = first_of(&faults.lose_first, &shared.seen);
     let lose = first || (eligible && fastrand::f64() < faults.lose);
     let drop = !lose && eligible && fastrand::f64() < faults.drop;
@@ -225,6 +247,14 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
     }
     let guard = InFlight::new(shared.clone(), op.clone());
     let response = forward(&shared, request).await;
+    if hang {
+        let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        if let Ok(mut unanswered) = shared.unanswered.lock() {
+            *unanswered.entry(op).or_default() += 1;
+        }
+        std::mem::drop(guard);
+        return std::future::pending().await;
+    }
     if lose || drop {
         // The upstream has done the work; read its whole answer, then hide it.
         let _ = axum::body::to_bytes(response.into_body(), usize::MAX).await;
