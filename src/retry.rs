@@ -96,9 +96,10 @@ impl Backoff {
         jitter_percent: 25,
     };
 
-    /// Between DescribeStatement polls: starts at `redshift.poll_initial_ms` and grows by half
-    /// each poll to `redshift.poll_max_ms`, so short queries finish fast and long ones cost
-    /// one call every few seconds.
+    /// Between DescribeStatement polls: starts at `redshift.poll_initial_ms` (the statement's
+    /// wait starts at the learned first delay instead: `crate::redshift::FirstPoll`) and grows
+    /// by half each poll to `redshift.poll_max_ms`, so short queries finish fast and long ones
+    /// cost one call every few seconds.
     pub fn polling(settings: &RedshiftSettings) -> Backoff {
         Backoff {
             initial: Duration::from_millis(settings.poll_initial_ms),

@@ -136,7 +136,8 @@ pub struct RedshiftSettings {
     pub kms_key_id: Option<String>,
     /// REGION of the upload bucket when it differs from the cluster's.
     pub region: Option<String>,
-    /// First DescribeStatement poll delay.
+    /// The shortest first DescribeStatement delay: the first delay is learned from the
+    /// statements before, between this and `poll_max_ms` (`redshift::FirstPoll`).
     #[serde(default = "default_poll_initial_ms")]
     pub poll_initial_ms: u64,
     /// Longest delay between polls.
