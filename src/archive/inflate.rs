@@ -14,9 +14,9 @@
 use std::ops::ControlFlow;
 
 use super::huffman::{
-    DIST_ENTRIES, KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, LIT_ENTRIES, Table,
-    distance_meaning, extra_of, kind_of, len_of, literal_meaning, read_dynamic_header, value_of,
+    DIST_ENTRIES, LIT_ENTRIES, Table, distance_meaning, literal_meaning, read_dynamic_header,
 };
+use super::symbols::{Stop, symbols};
 
 /// How far back a DEFLATE back-reference may reach.
 const WINDOW: usize = 32 * 1024;
@@ -25,7 +25,7 @@ const CHUNK: usize = 256 * 1024;
 /// Longest match.
 const MAX_MATCH: usize = 258;
 /// What a match may write past the data's end (`copy_match` copies in words of up to 16).
-const MATCH_SLACK: usize = MAX_MATCH + 16;
+pub(super) const MATCH_SLACK: usize = MAX_MATCH + 16;
 /// `out` at its largest: the window, a chunk, and room for the match that fills it.
 const OUT_BYTES: usize = WINDOW + CHUNK + MATCH_SLACK;
 /// `out` at first: a small stream (a part of one row) never touches more.
@@ -327,136 +327,6 @@ impl Inflate {
         if self.end > self.fresh {
             data(&self.out[self.fresh..self.end]);
             self.fresh = self.end;
-        }
-    }
-}
-
-/// Why [`symbols`] stopped.
-enum Stop {
-    /// `out` may not have room for the next symbol's data.
-    Room,
-    /// The input is used up to the caller's limit.
-    Limit,
-    /// After the block's end-of-block code.
-    EndOfBlock,
-    Invalid(InflateError),
-}
-
-/// Where [`symbols`] stopped: the data in `out` ends at `end`, the input is read up to `bit`.
-struct Run {
-    end: usize,
-    bit: usize,
-    stop: Stop,
-}
-
-/// The decoder's inner loop: decodes symbols from `bit` on into `out` after `end` while `bit`
-/// is at most `limit` and `out` has room for the longest match after `end`. A function of its
-/// own borrows, not a method, so that the compiler knows the bytes written to `out` never
-/// change the tables or the input and keeps their addresses in registers.
-#[inline(never)]
-fn symbols<const L: usize, const D: usize>(
-    out: &mut [u8],
-    mut end: usize,
-    literals: &Table<L>,
-    distances: &Table<D>,
-    input: &[u8],
-    mut bit: usize,
-    limit: usize,
-) -> Run {
-    let stop = loop {
-        if bit > limit {
-            break Stop::Limit;
-        }
-        // MATCH_SLACK bytes after `end`: room for any match, and for the (up to) three
-        // literals below.
-        let Some(room) = out
-            .get_mut(end..end + MATCH_SLACK)
-            .and_then(|r| r.first_chunk_mut::<3>())
-        else {
-            break Stop::Room;
-        };
-        let bits = peek(input, bit);
-        let e = literals.lookup(bits);
-        let used = len_of(e);
-        match kind_of(e) {
-            KIND_LITERAL => {
-                room[0] = value_of(e) as u8;
-                // Literals come in runs: the word read holds two more codes (at least
-                // 57 - 15 - 15 bits are left after the second).
-                let (mut used, mut n) = (used, 1);
-                let second = literals.lookup(bits >> used);
-                if kind_of(second) == KIND_LITERAL {
-                    room[1] = value_of(second) as u8;
-                    (used, n) = (used + len_of(second), 2);
-                    let third = literals.lookup(bits >> used);
-                    if kind_of(third) == KIND_LITERAL {
-                        room[2] = value_of(third) as u8;
-                        (used, n) = (used + len_of(third), 3);
-                    }
-                }
-                end += n;
-                bit += used;
-            }
-            KIND_LENGTH => {
-                let extra = extra_of(e);
-                let length = value_of(e) + ((bits >> used) & ((1 << extra) - 1)) as usize;
-                let bits = bits >> (used + extra as usize);
-                let d = distances.lookup(bits);
-                if kind_of(d) != KIND_DISTANCE {
-                    break Stop::Invalid(InflateError("invalid distance code"));
-                }
-                let dextra = extra_of(d);
-                let distance = value_of(d) + ((bits >> len_of(d)) & ((1 << dextra) - 1)) as usize;
-                bit += used + extra as usize + len_of(d) + dextra as usize;
-                // Until `out` first makes room, `end` is all the stream produced; after,
-                // `end` is at least the window, which no distance exceeds.
-                if distance > end {
-                    break Stop::Invalid(InflateError("distance too far back"));
-                }
-                copy_match(out, end, distance, length);
-                end += length;
-            }
-            KIND_END => {
-                bit += used;
-                break Stop::EndOfBlock;
-            }
-            _ => break Stop::Invalid(InflateError("invalid literal/length code")),
-        }
-    };
-    Run { end, bit, stop }
-}
-
-/// Appends `length` bytes after `end` copied from `distance` back (the source may overlap the
-/// copy). From 8 bytes back on, it copies 8 or 16 bytes at a time, each read from bytes already
-/// written, and may write up to 15 bytes past the match (room `out` keeps after `end`; they are
-/// overwritten by what follows).
-#[inline(always)]
-fn copy_match(out: &mut [u8], end: usize, distance: usize, length: usize) {
-    let (mut from, mut to) = (end - distance, end);
-    let stop = to + length;
-    if distance >= 16 {
-        while to < stop {
-            let word: [u8; 16] = out[from..from + 16].try_into().unwrap_or([0; 16]);
-            out[to..to + 16].copy_from_slice(&word);
-            from += 16;
-            to += 16;
-        }
-    } else if distance >= 8 {
-        while to < stop {
-            let word: [u8; 8] = out[from..from + 8].try_into().unwrap_or([0; 8]);
-            out[to..to + 8].copy_from_slice(&word);
-            from += 8;
-            to += 8;
-        }
-    } else if distance == 1 {
-        let byte = out[from];
-        out[to..stop].fill(byte);
-    } else {
-        while to < stop {
-            let n = (stop - to).min(to - from);
-            out.copy_within(from..from + n, to);
-            from += n;
-            to += n;
         }
     }
 }

@@ -31,6 +31,7 @@ mod recompress;
 pub mod sink;
 mod spill;
 mod stored;
+mod symbols;
 pub mod zip;
 
 use std::sync::Arc;
