@@ -40,6 +40,14 @@ pub fn client_token(request_id: &RequestId, attempt: u32) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether a statement in this status has ended (finished, failed or aborted).
+fn has_ended(status: Option<&StatusString>) -> bool {
+    matches!(
+        status,
+        Some(StatusString::Finished | StatusString::Failed | StatusString::Aborted)
+    )
+}
+
 /// When to ask first whether a statement has ended: the delay by which about nine in ten of
 /// this process's statements had ended, between `redshift.poll_initial_ms` and
 /// `redshift.poll_max_ms`. A fixed first delay either asks too early for a workload's queries
@@ -187,12 +195,8 @@ impl Redshift {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let ended = matches!(
-                d.status(),
-                Some(StatusString::Finished | StatusString::Failed | StatusString::Aborted)
-            );
             if std::mem::take(&mut first_answer) {
-                self.first_poll.learn(ended);
+                self.first_poll.learn(has_ended(d.status()));
             }
             match d.status() {
                 Some(StatusString::Finished) => {
@@ -234,10 +238,7 @@ impl Redshift {
             .await
             .aws("redshift-data", "DescribeStatement")
         {
-            Ok(d) => !matches!(
-                d.status(),
-                Some(StatusString::Finished | StatusString::Failed | StatusString::Aborted)
-            ),
+            Ok(d) => !has_ended(d.status()),
             Err(e) => {
                 tracing::debug!(statement_id = id, error = %e, "the statement's status could not be read");
                 true
