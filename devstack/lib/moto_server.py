@@ -4,7 +4,9 @@ moto runs in-process (ThreadedMotoServer) rather than as `moto_server` because i
 /moto-api/data.json dump fails once S3 holds multipart objects; running in-process lets the
 outbox endpoint read the SES backend directly. It also lets moto_dynamodb_fix make moto's
 DynamoDB transactions atomic and isolated, as DynamoDB's are, and moto_keepalive keep its
-connections open between requests, as AWS's endpoints do, before the server starts.
+connections open between requests, as AWS's endpoints do, and moto_s3_memory keep its S3
+objects in memory and complete multipart uploads without copying each object five times, before
+the server starts.
 
 GET http://127.0.0.1:<outbox-port>/outbox returns {"messages": [...]}, every message sent
 through SES (v1 or v2) in the order sent, with source, destinations, subject, body and raw data.
@@ -21,6 +23,7 @@ from moto.ses.models import ses_backends
 
 import moto_dynamodb_fix
 import moto_keepalive
+import moto_s3_memory
 
 
 def sent_messages():
@@ -68,6 +71,7 @@ def main():
 
     moto_dynamodb_fix.install()
     moto_keepalive.install()
+    moto_s3_memory.install()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     moto.start()
     outbox = ThreadingHTTPServer(("127.0.0.1", args.outbox_port), Outbox)

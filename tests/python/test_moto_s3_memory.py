@@ -1,0 +1,86 @@
+"""The devstack's moto keeps S3 objects in memory, each held once, and completes a multipart
+upload with one copy of the object (devstack/lib/moto_s3_memory.py). Objects, ETags, checksums
+and errors are exactly those of moto as shipped; what changes is that an object larger than
+5 MiB is not written to a file and a read returns the stored bytes without copying them.
+"""
+
+import os
+import sys
+
+import pytest
+from moto.s3 import models
+from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "devstack", "lib"))
+import moto_s3_memory  # noqa: E402
+
+MIB = 1 << 20
+ACCOUNT = {"account_id": "123456789012", "region_name": "us-east-1"}
+
+
+@pytest.fixture
+def ours(monkeypatch):
+    """moto_s3_memory installed for one test, moto as shipped again after it."""
+    for cls, name in [(models.FakeKey, "value"), (models.FakeKey, "etag"), (models.FakeMultipart, "complete")]:
+        monkeypatch.setattr(cls, name, cls.__dict__[name])
+    moto_s3_memory.install()
+
+
+def data(seed, size):
+    return bytes((seed * 7 + i) % 251 for i in range(251)) * (size // 251) + b"x" * (size % 251)
+
+
+def completed(sizes, metadata, body=None):
+    """What completing an upload of parts of `sizes` gives (or the error's name); `body` picks
+    the parts named in the request, all of them by default."""
+    multipart = models.FakeMultipart("k", metadata, **ACCOUNT)
+    etags = [(n, multipart.set_part(n, data(n, size)).etag) for n, size in enumerate(sizes, start=1)]
+    try:
+        return multipart.complete(iter(etags if body is None else body(etags)))
+    except (InvalidPart, EntityTooSmall, MalformedXML) as e:
+        return type(e).__name__
+
+
+METADATA = [
+    {},  # moto's default: CRC64NVME (CRC-32 without awscrt) over the full object
+    {"x-amz-checksum-algorithm": "CRC32"},  # composite
+    {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"},
+    {"x-amz-checksum-algorithm": "SHA256"},
+]
+FAILURES = {
+    "a part too small before the last": ([5 * MIB, 1000, 1000], None),
+    "a wrong ETag": ([5 * MIB, 1000], lambda e: [e[0], (2, '"0123456789abcdef0123456789abcdef"')]),
+    "a part never uploaded": ([5 * MIB, 1000], lambda e: [e[0], (9, e[1][1])]),
+    "no parts": ([1000], lambda e: []),
+}
+
+
+def outcomes():
+    done = [completed([5 * MIB, 5 * MIB + 3, 1000], m) for m in METADATA]
+    failed = [completed(sizes, {}, body) for sizes, body in FAILURES.values()]
+    return done, failed
+
+
+def test_completing_gives_what_moto_as_shipped_gives(request):
+    shipped = outcomes()
+    request.getfixturevalue("ours")
+    done, failed = outcomes()
+    assert done == shipped[0] and failed == shipped[1]
+    assert all(len(value) == 10 * MIB + 1003 and etag.endswith("-3") and checksum for value, etag, checksum in done)
+    assert failed == ["EntityTooSmall", "InvalidPart", "InvalidPart", "MalformedXML"]
+
+
+def test_an_object_is_held_once_and_read_without_a_copy(request):
+    value = data(1, 6 * MIB)
+    shipped = models.FakeKey("k", value, **ACCOUNT)
+    assert shipped._value_buffer._rolled, "moto as shipped writes this to a file"
+    assert shipped.value == value and shipped.value is not value
+    request.getfixturevalue("ours")
+    kept = models.FakeKey("k", value, **ACCOUNT)
+    assert kept.value is value and kept.contentsize == len(value)
+    assert kept.etag == shipped.etag
+    kept.value = "text"
+    assert kept.value == b"text" and kept.contentsize == 4
+    kept.dispose()
+    with pytest.raises(ValueError):
+        kept.value
