@@ -384,3 +384,39 @@ async fn a_part_kept_on_local_disk_is_read_from_s3_once_and_twice_without_room()
     }
     assert!(!missing.exists());
 }
+
+#[tokio::test]
+async fn archive_bodies_go_up_unsigned_with_their_crc32() {
+    // One archive above the 5 MiB part (UploadPart) and one below it (PutObject).
+    let big = hex_rows(31, 0, 170_000);
+    let small = hex_rows(32, 0, 1_000);
+    let proxy = testkit::FaultProxy::start_with(&var("AWS_ENDPOINT_URL"), Default::default()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&testkit::sdk_config(&proxy.url))
+            .force_path_style(true)
+            .build(),
+    );
+    let archiver = archiver_with(s3, &[("EXPORT_WORKER__ARCHIVE__PART_SIZE_MIB", "5")]);
+    for (text, rows) in [(&big, 170_000), (&small, 1_000)] {
+        let (rid, prefix) = unloaded(&[gzip_members(&[text])], &[rows]).await;
+        let archived = build(&archiver, &rid, &prefix, Layout::Parts)
+            .await
+            .unwrap();
+        let (path, _) = download_archive(&archived.key).await;
+        let entries = read_zip(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(entries.len() == 1 && &entries[0].1 == text);
+    }
+    let uploads = proxy.forwarded_of("UploadPart");
+    let puts = proxy.forwarded_of("PutObject");
+    assert!(
+        uploads.len() == 2 && puts.len() == 1,
+        "{} {}",
+        uploads.len(),
+        puts.len()
+    );
+    for headers in uploads.iter().chain(&puts) {
+        assert_eq!(headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
+        assert!(headers.contains_key("x-amz-checksum-crc32"), "{headers:?}");
+    }
+}

@@ -2,6 +2,10 @@
 //! with one PutObject; a larger one by multipart upload, one part filling while up to
 //! `archive.uploads_in_flight` upload. The part size grows with the archive ([`part_size`]), so
 //! an archive never runs out of S3's 10,000 parts before it reaches [`capacity`].
+//!
+//! Bodies go up with `UNSIGNED-PAYLOAD`: SigV4 would hash every byte with SHA-256 once more
+//! (the archive's own digest is one pass already), while the SDK's CRC-32 checksum, which S3
+//! verifies before it stores a part, still travels with each one, and TLS protects the rest.
 
 use std::collections::VecDeque;
 
@@ -211,7 +215,12 @@ impl MultipartSink {
             .part_number(number)
             .body(ByteStream::from(body.clone()));
         self.in_flight.push_back(tokio::spawn(async move {
-            let out = req.send().await.aws("s3", "UploadPart")?;
+            let out = req
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .aws("s3", "UploadPart")?;
             let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag)
@@ -278,6 +287,8 @@ impl MultipartSink {
         let md5 = md5_hex(&body);
         let put = object_attributes!(self.client.put_object(), self)
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .aws("s3", "PutObject");
