@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -51,8 +52,14 @@ impl Clients {
         loader = loader.timeout_config(timeouts.api.clone());
         let sdk = loader.load().await;
         let e = &settings.endpoints;
+        // Stalled-stream protection watches a body's rate with a timer while it is read. Only
+        // S3 streams bodies; every other answer is read whole within the attempt's deadline,
+        // so the watch would only cost a timer per call.
+        let whole = || StalledStreamProtectionConfig::disabled();
 
-        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk).timeout_config(timeouts.sqs);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk)
+            .timeout_config(timeouts.sqs)
+            .stalled_stream_protection(whole());
         if let Some(url) = &e.sqs {
             sqs = sqs.endpoint_url(url);
         }
@@ -62,19 +69,22 @@ impl Clients {
         if let Some(url) = &e.s3 {
             s3 = s3.endpoint_url(url);
         }
-        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(&sdk).stalled_stream_protection(whole());
         if let Some(url) = &e.dynamodb {
             dynamodb = dynamodb.endpoint_url(url);
         }
-        let mut sesv2 = aws_sdk_sesv2::config::Builder::from(&sdk);
+        let mut sesv2 =
+            aws_sdk_sesv2::config::Builder::from(&sdk).stalled_stream_protection(whole());
         if let Some(url) = &e.sesv2 {
             sesv2 = sesv2.endpoint_url(url);
         }
-        let mut sns = aws_sdk_sns::config::Builder::from(&sdk);
+        let mut sns = aws_sdk_sns::config::Builder::from(&sdk).stalled_stream_protection(whole());
         if let Some(url) = &e.sns {
             sns = sns.endpoint_url(url);
         }
-        let mut redshift = aws_sdk_redshiftdata::config::Builder::from(&sdk);
+        let mut redshift =
+            aws_sdk_redshiftdata::config::Builder::from(&sdk).stalled_stream_protection(whole());
         if let Some(url) = &e.redshift_data {
             redshift = redshift.endpoint_url(url);
         }
@@ -391,6 +401,25 @@ mod tests {
             Timeouts::new(&settings).sqs.operation_attempt_timeout(),
             Some(Duration::from_secs(60))
         );
+    }
+
+    #[tokio::test]
+    async fn only_s3_watches_its_answers_for_stalls() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let mut settings = Settings::load(&path).unwrap();
+        // Nothing is called: the region is set so that none is looked up.
+        settings.aws.region = Some("us-east-1".into());
+        let c = Clients::new(&settings, &crate::metrics::Metrics::new()).await;
+        // Unset is the SDK's default for this behaviour version: watched.
+        let watched = |config: Option<&StalledStreamProtectionConfig>| {
+            config.is_none_or(StalledStreamProtectionConfig::is_enabled)
+        };
+        assert!(watched(c.s3.config().stalled_stream_protection()));
+        assert!(!watched(c.sqs.config().stalled_stream_protection()));
+        assert!(!watched(c.dynamodb.config().stalled_stream_protection()));
+        assert!(!watched(c.sesv2.config().stalled_stream_protection()));
+        assert!(!watched(c.sns.config().stalled_stream_protection()));
+        assert!(!watched(c.redshift.config().stalled_stream_protection()));
     }
 
     #[test]
