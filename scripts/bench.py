@@ -4,7 +4,8 @@ the devstack in both layouts; the gzip parts UNLOAD wrote are kept and every oth
 measured on exactly those parts: the archive engine alone (benches/engine.rs: inflate-only,
 `single` and `parts` on one core and on all cores), Python's zipfile and Node's archiver at
 DEFLATE level 6 (what the AWS sample's Lambda does), and the S3 reads and writes of moto
-itself, which bound the end-to-end figure here. Before the large exports, on the fresh local
+itself; during each archive stage, the CPU seconds of the worker and of moto, which share the
+machine's cores and together bound the end-to-end figure here. Before the large exports, on the fresh local
 stack: 1,000 one-row exports with 8 job slots (exports/s, daemon CPU and AWS calls per export,
 time beyond the query), the idle RSS and the time from start to ready. Prints the tables the
 README shows. Nothing here is asserted."""
@@ -124,19 +125,28 @@ def history(rid):
     return {i["to"]["S"]: datetime.fromisoformat(i["at"]["S"].replace("Z", "+00:00")) for i in items}
 
 
-def large_exports(queue):
+def large_exports(queue, worker):
+    """Each layout's archive stage: seconds from its history, and the CPU seconds the worker and
+    moto spent while it ran (sampled when the stage is first seen to start and to end)."""
+    with open(os.path.join(ROOT, "target", "devstack", "run", "moto.pid")) as f:
+        moto = int(f.read())
     results = {}
     for layout in ("single", "parts"):
         rid = f"bench-{layout}-{uuid.uuid4().hex[:8]}"
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(
             {"version": 1, "request_id": rid, "query": "hashes", "params": {"rows": ROWS}, "layout": layout}))
         print(f"bench: {layout}: exporting {ROWS:,} rows", flush=True)
-        while state(rid).get("status") not in ("COMPLETED", "FAILED"):
-            time.sleep(1)
-        st = state(rid)
-        assert st["status"] == "COMPLETED", st
+        seen = {}
+        while (status := state(rid).get("status")) not in ("COMPLETED", "FAILED"):
+            seen.setdefault(status, (time.monotonic(), cpu_seconds(worker.pid), cpu_seconds(moto)))
+            time.sleep(0.05)
+        seen.setdefault(status, (time.monotonic(), cpu_seconds(worker.pid), cpu_seconds(moto)))
+        assert status == "COMPLETED", state(rid)
         h = history(rid)
-        results[layout] = {"rid": rid, "seconds": (h["NOTIFYING"] - h["ARCHIVING"]).total_seconds()}
+        start, end = seen["ARCHIVING"], seen.get("NOTIFYING", seen[status])
+        results[layout] = {"rid": rid, "seconds": (h["NOTIFYING"] - h["ARCHIVING"]).total_seconds(),
+                           "worker_cpu": end[1] - start[1], "moto_cpu": end[2] - start[2],
+                           "sampled": end[0] - start[0]}
     return results
 
 
@@ -246,7 +256,7 @@ def main():
         # One-row exports first, on the fresh local stack: moto answers more slowly as it fills,
         # which would charge the one-row figure for the large exports' records and objects.
         small = small_exports(queue, worker, admin)
-        e2e = large_exports(queue)
+        e2e = large_exports(queue, worker)
         peak_rss = proc(worker.pid, "VmHWM")
     finally:
         worker.terminate()
@@ -276,13 +286,18 @@ def main():
     print(f"| Node archiver, level 6 | {mb / nd[0]:.0f} | {nd[1]:.2f} | {floor / nd[0]:.2f}× | {nd[2]:.0f} |")
     print()
     by_name = {r["name"]: r["seconds"] for r in eng["runs"]}
-    print("| end to end through the devstack (archive stage) | MB/s of CSV | vs engine, all cores | vs Python | vs Node |")
-    print("|---|---|---|---|---|")
+    print("| end to end through the devstack (archive stage) | MB/s of CSV | vs engine, all cores | vs Python | vs Node "
+          "| CPU s: worker / moto | cores busy |")
+    print("|---|---|---|---|---|---|---|")
     for layout in ("single", "parts"):
-        s = e2e[layout]["seconds"]
+        r = e2e[layout]
+        s = r["seconds"]
         engine_s = by_name[f"`{layout}` pipeline, all cores"]
-        print(f"| worker, `{layout}` | {mb / s:.0f} | {engine_s / s:.2f}× | {py[0] / s:.1f}× | {nd[0] / s:.1f}× |")
-    print(f"| moto's S3 alone: GET of the parts / PUT, as MB/s of CSV | {get_rate / ratio:.0f} / {put_rate / ratio:.0f} | | | |")
+        busy = (r["worker_cpu"] + r["moto_cpu"]) / r["sampled"]
+        print(f"| worker, `{layout}` | {mb / s:.0f} | {engine_s / s:.2f}× | {py[0] / s:.1f}× | {nd[0] / s:.1f}× "
+              f"| {r['worker_cpu']:.2f} / {r['moto_cpu']:.2f} | {busy:.2f} of {eng['cores']} |")
+    print(f"| moto's S3 alone: GET of the parts / PUT, as MB/s of CSV | {get_rate / ratio:.0f} / {put_rate / ratio:.0f} "
+          "| | | | | |")
     print()
     print(f"worker peak RSS over both exports: {peak_rss:.1f} MiB (VmHWM); idle RSS {idle_rss:.1f} MiB; "
           f"start to ready {ready * 1000:.0f} ms")
