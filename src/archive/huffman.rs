@@ -28,6 +28,9 @@ pub(super) const DIST_EXTRA: [u8; 30] = [
 ];
 
 /// A table entry: bits 0–7 the code's length, 8–11 extra bits, 12–15 the kind, 16–31 the value.
+/// A literal entry may stand for two literal codes in a row ([`Table::pair_literals`]): its
+/// length is theirs together, its "extra bits" 1 (a single literal's are 0) and its value their
+/// bytes, the first in bits 16–23.
 pub(super) type Entry = u32;
 pub(super) const KIND_LITERAL: u32 = 0;
 pub(super) const KIND_LENGTH: u32 = 1;
@@ -147,6 +150,31 @@ impl<const N: usize> Table<N> {
         Ok(())
     }
 
+    /// Makes each primary entry of a literal whose bits also hold the whole code of a second
+    /// literal stand for both, so that one lookup decodes two literals: data that is mostly
+    /// literals (hashes, identifiers, text) decodes with half the lookups. The entry for the
+    /// bits after the first code is the one at those bits (the table repeats every code's
+    /// entry across the bits after it); entries are rewritten from the last down, so that
+    /// entry, at a lower index, is still a single literal when read.
+    pub(super) fn pair_literals(&mut self) {
+        for i in (0..N).rev() {
+            let first = self.primary[i];
+            if kind_of(first) != KIND_LITERAL {
+                continue;
+            }
+            let used = len_of(first);
+            let second = self.primary[(i >> used) & (N - 1)];
+            if kind_of(second) == KIND_LITERAL && used + len_of(second) <= Self::BITS as usize {
+                self.primary[i] = entry(
+                    (used + len_of(second)) as u32,
+                    1,
+                    KIND_LITERAL,
+                    (value_of(first) | value_of(second) << 8) as u32,
+                );
+            }
+        }
+    }
+
     /// The entry for the code at the start of `bits`.
     #[inline(always)]
     pub(super) fn lookup(&self, bits: u64) -> Entry {
@@ -261,6 +289,7 @@ pub(super) fn read_dynamic_header(
         return Err(InflateError("no end-of-block code"));
     }
     literals.build(&lengths[..nlit], literal_meaning)?;
+    literals.pair_literals();
     distances.build(&lengths[nlit..nlit + ndist], distance_meaning)?;
     Ok(bit)
 }

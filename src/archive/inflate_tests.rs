@@ -78,6 +78,56 @@ fn long_runs_random_bytes_and_empty_input_decode() {
 }
 
 #[test]
+fn two_short_literal_codes_are_looked_up_as_one_entry() {
+    use crate::archive::huffman::{
+        KIND_END, KIND_LITERAL, Table, extra_of, kind_of, len_of, literal_meaning, value_of,
+    };
+    // Literals 'a'..='o' of 4 bits, 'p' and end-of-block of 5: a complete code.
+    let mut lengths = [0u8; 257];
+    lengths[usize::from(b'a')..=usize::from(b'o')].fill(4);
+    lengths[usize::from(b'p')] = 5;
+    lengths[256] = 5;
+    let mut table = Table::<1024>::new();
+    table.build(&lengths, literal_meaning).unwrap();
+    table.pair_literals();
+    // Canonical codes, read from the first bit: 'a' is 0000, 'b' 0001 (bits reversed when
+    // stored), 'p' 11110, end-of-block 11111.
+    let (a, b, p, end) = (0b0000u64, 0b1000u64, 0b01111u64, 0b11111u64);
+    let pair = table.lookup(a | b << 4);
+    assert_eq!(kind_of(pair), KIND_LITERAL);
+    assert_eq!((len_of(pair), extra_of(pair)), (8, 1));
+    assert_eq!(value_of(pair), usize::from(b'a') | usize::from(b'b') << 8);
+    let pair = table.lookup(p | b << 5);
+    assert_eq!((len_of(pair), value_of(pair) >> 8), (9, usize::from(b'b')));
+    // A literal before end-of-block stays single, and end-of-block is left as it is.
+    let single = table.lookup(b | end << 4);
+    assert_eq!(
+        (len_of(single), extra_of(single), value_of(single)),
+        (4, 0, usize::from(b'b'))
+    );
+    assert_eq!(kind_of(table.lookup(end)), KIND_END);
+}
+
+#[test]
+fn hex_text_whose_literals_pair_decodes_as_zlib_decodes_it() {
+    // Hashes in hex, like the rows of the benchmark: nearly all literals of 4 or 5 bits.
+    let mut rng = fastrand::Rng::with_seed(3);
+    let data: Vec<u8> = (0..20_000)
+        .map(|i| format!("{i},{:016x}{:016x}\n", rng.u64(..), rng.u64(..)))
+        .collect::<String>()
+        .into_bytes();
+    for level in [1, 6, 9] {
+        let raw = deflate(&data, level);
+        for chunk in [7, 65_536] {
+            assert!(
+                ours(&raw, chunk).unwrap().0 == data,
+                "level {level} chunk {chunk}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_fixed_code_block_decodes() {
     // "abcabcabc" as fixed codes: literals a, b, c, then length 6 at distance 3.
     let raw = deflate(b"abcabcabc", 6);

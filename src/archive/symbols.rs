@@ -43,11 +43,11 @@ pub(super) fn symbols<const L: usize, const D: usize>(
         if bit > limit {
             break Stop::Limit;
         }
-        // MATCH_SLACK bytes after `end`: room for any match, and for the (up to) three
-        // literals below.
+        // MATCH_SLACK bytes after `end`: room for any match, and for the eight bytes the
+        // literals below are written as.
         let Some(room) = out
             .get_mut(end..end + MATCH_SLACK)
-            .and_then(|r| r.first_chunk_mut::<3>())
+            .and_then(|r| r.first_chunk_mut::<8>())
         else {
             break Stop::Room;
         };
@@ -56,20 +56,21 @@ pub(super) fn symbols<const L: usize, const D: usize>(
         let used = len_of(e);
         match kind_of(e) {
             KIND_LITERAL => {
-                room[0] = value_of(e) as u8;
-                // Literals come in runs: the word read holds two more codes (at least
-                // 57 - 15 - 15 bits are left after the second).
-                let (mut used, mut n) = (used, 1);
+                // An entry holds one or two literals (`Entry`), and literals come in runs:
+                // the word read holds two more entries' codes (at least 57 - 15 - 15 bits are
+                // left after the second). Up to six literals are gathered in one word.
+                let (mut used, mut n, mut word) = (used, count(e), value_of(e) as u64);
                 let second = literals.lookup(bits >> used);
                 if kind_of(second) == KIND_LITERAL {
-                    room[1] = value_of(second) as u8;
-                    (used, n) = (used + len_of(second), 2);
+                    word |= (value_of(second) as u64) << (8 * n);
+                    (used, n) = (used + len_of(second), n + count(second));
                     let third = literals.lookup(bits >> used);
                     if kind_of(third) == KIND_LITERAL {
-                        room[2] = value_of(third) as u8;
-                        (used, n) = (used + len_of(third), 3);
+                        word |= (value_of(third) as u64) << (8 * n);
+                        (used, n) = (used + len_of(third), n + count(third));
                     }
                 }
+                *room = word.to_le_bytes();
                 end += n;
                 bit += used;
             }
@@ -100,6 +101,13 @@ pub(super) fn symbols<const L: usize, const D: usize>(
         }
     };
     Run { end, bit, stop }
+}
+
+/// Literals a literal entry stands for: 1 or 2 (`Entry`), in a form that shows the compiler
+/// the shifts above stay inside the word.
+#[inline(always)]
+fn count(e: u32) -> usize {
+    1 + (extra_of(e) as usize & 1)
 }
 
 /// Appends `length` bytes after `end` copied from `distance` back (the source may overlap the
