@@ -39,6 +39,11 @@ pub(super) fn symbols<const L: usize, const D: usize>(
     mut bit: usize,
     limit: usize,
 ) -> Run {
+    // `bits` holds the input from `bit` on (at least 57 bits), `e` the entry of its first
+    // code: each step looks up the next step's first code in the word it already holds, so
+    // that reading the input is not in the way of that lookup.
+    let mut bits = peek(input, bit);
+    let mut e = literals.lookup(bits);
     let stop = loop {
         if bit > limit {
             break Stop::Limit;
@@ -51,21 +56,20 @@ pub(super) fn symbols<const L: usize, const D: usize>(
         else {
             break Stop::Room;
         };
-        let bits = peek(input, bit);
-        let e = literals.lookup(bits);
         let used = len_of(e);
         match kind_of(e) {
             KIND_LITERAL => {
                 // An entry holds one or two literals (`Entry`), and literals come in runs:
-                // the word read holds two more entries' codes (at least 57 - 15 - 15 bits are
-                // left after the second). Up to six literals are gathered in one word.
+                // the word holds two more entries' codes (at least 57 - 15 - 15 bits are left
+                // after the second), the third only while the next step's code is left after
+                // it. Up to six literals are gathered in one word.
                 let (mut used, mut n, mut word) = (used, count(e), value_of(e) as u64);
                 let second = literals.lookup(bits >> used);
                 if kind_of(second) == KIND_LITERAL {
                     word |= (value_of(second) as u64) << (8 * n);
                     (used, n) = (used + len_of(second), n + count(second));
                     let third = literals.lookup(bits >> used);
-                    if kind_of(third) == KIND_LITERAL {
+                    if used <= LEFT - 2 * MAX_BITS && kind_of(third) == KIND_LITERAL {
                         word |= (value_of(third) as u64) << (8 * n);
                         (used, n) = (used + len_of(third), n + count(third));
                     }
@@ -73,17 +77,20 @@ pub(super) fn symbols<const L: usize, const D: usize>(
                 *room = word.to_le_bytes();
                 end += n;
                 bit += used;
+                // At most 57 - 15 bits used: the next code is in the word.
+                e = literals.lookup(bits >> used);
+                bits = peek(input, bit);
             }
             KIND_LENGTH => {
                 let extra = extra_of(e);
                 let length = value_of(e) + ((bits >> used) & ((1 << extra) - 1)) as usize;
-                let bits = bits >> (used + extra as usize);
-                let d = distances.lookup(bits);
+                let rest = bits >> (used + extra as usize);
+                let d = distances.lookup(rest);
                 if kind_of(d) != KIND_DISTANCE {
                     break Stop::Invalid(InflateError("invalid distance code"));
                 }
                 let dextra = extra_of(d);
-                let distance = value_of(d) + ((bits >> len_of(d)) & ((1 << dextra) - 1)) as usize;
+                let distance = value_of(d) + ((rest >> len_of(d)) & ((1 << dextra) - 1)) as usize;
                 bit += used + extra as usize + len_of(d) + dextra as usize;
                 // Until `out` first makes room, `end` is all the stream produced; after,
                 // `end` is at least the window, which no distance exceeds.
@@ -92,6 +99,8 @@ pub(super) fn symbols<const L: usize, const D: usize>(
                 }
                 copy_match(out, end, distance, length);
                 end += length;
+                bits = peek(input, bit);
+                e = literals.lookup(bits);
             }
             KIND_END => {
                 bit += used;
@@ -102,6 +111,10 @@ pub(super) fn symbols<const L: usize, const D: usize>(
     };
     Run { end, bit, stop }
 }
+
+/// Bits a word read by `peek` holds at least, and a code's at most.
+const LEFT: usize = 57;
+const MAX_BITS: usize = 15;
 
 /// Literals a literal entry stands for: 1 or 2 (`Entry`), in a form that shows the compiler
 /// the shifts above stay inside the word.
