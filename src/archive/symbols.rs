@@ -91,7 +91,8 @@ pub(super) fn symbols<const L: usize, const D: usize>(
                 }
                 let dextra = extra_of(d);
                 let distance = value_of(d) + ((rest >> len_of(d)) & ((1 << dextra) - 1)) as usize;
-                bit += used + extra as usize + len_of(d) + dextra as usize;
+                let taken = used + extra as usize + len_of(d) + dextra as usize;
+                bit += taken;
                 // Until `out` first makes room, `end` is all the stream produced; after,
                 // `end` is at least the window, which no distance exceeds.
                 if distance > end {
@@ -99,8 +100,13 @@ pub(super) fn symbols<const L: usize, const D: usize>(
                 }
                 copy_match(out, end, distance, length);
                 end += length;
+                // A match takes up to 48 bits: the next code is in the word unless it took
+                // more than 42.
+                e = literals.lookup(bits >> taken);
                 bits = peek(input, bit);
-                e = literals.lookup(bits);
+                if taken > LEFT - MAX_BITS {
+                    e = literals.lookup(bits);
+                }
             }
             KIND_END => {
                 bit += used;
