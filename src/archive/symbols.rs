@@ -3,7 +3,8 @@
 //! block ends.
 
 use super::huffman::{
-    KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, Table, extra_of, kind_of, len_of, value_of,
+    KIND_DISTANCE, KIND_END, KIND_LENGTH, KIND_LITERAL, MAX_CODE, Table, extra_of, kind_of, len_of,
+    value_of,
 };
 use super::inflate::{InflateError, MATCH_SLACK, peek};
 
@@ -120,7 +121,7 @@ pub(super) fn symbols<const L: usize, const D: usize>(
 
 /// Bits a word read by `peek` holds at least, and a code's at most.
 const LEFT: usize = 57;
-const MAX_BITS: usize = 15;
+const MAX_BITS: usize = MAX_CODE as usize;
 
 /// Literals a literal entry stands for: 1 or 2 (`Entry`), in a form that shows the compiler
 /// the shifts above stay inside the word.
