@@ -3,12 +3,12 @@ private release-built emulator) exports the `hashes` template (hard-to-compress 
 the devstack in both layouts; the gzip parts UNLOAD wrote are kept and every other figure is
 measured on exactly those parts: the archive engine alone (benches/engine.rs: inflate-only,
 `single` and `parts` on one core and on all cores), Python's zipfile and Node's archiver at
-DEFLATE level 6 (what the AWS sample's Lambda does), and the S3 reads and writes of moto
-itself; during each archive stage, the CPU seconds of the worker and of moto, which share the
-machine's cores and together bound the end-to-end figure here. Before the large exports, on the fresh local
-stack: 1,000 one-row exports with 8 job slots (exports/s, daemon CPU and AWS calls per export,
-time beyond the query), the idle RSS and the time from start to ready. Prints the tables the
-README shows. Nothing here is asserted."""
+DEFLATE level 6 (what the AWS sample's Lambda does), and the S3 reads and writes of moto itself;
+during each archive stage, the CPU seconds of the worker and of moto, which share the machine's
+cores and together bound the end-to-end figure here. Before the large exports, on the fresh
+local stack: 1,000 one-row exports with 8 job slots (exports/s, daemon CPU and AWS calls per
+export, time beyond the query), the idle RSS and the time from start to ready. Prints the tables
+the README shows. Nothing here is asserted."""
 
 import json
 import os
@@ -127,7 +127,8 @@ def history(rid):
 
 def large_exports(queue, worker):
     """Each layout's archive stage: seconds from its history, and the CPU seconds the worker and
-    moto spent while it ran (sampled when the stage is first seen to start and to end)."""
+    moto spent while it ran (sampled when the stage is first seen to start and to end; a stage
+    shorter than the 50 ms poll may be seen only ended, and then samples nothing)."""
     with open(os.path.join(ROOT, "target", "devstack", "run", "moto.pid")) as f:
         moto = int(f.read())
     results = {}
@@ -143,7 +144,8 @@ def large_exports(queue, worker):
         seen.setdefault(status, (time.monotonic(), cpu_seconds(worker.pid), cpu_seconds(moto)))
         assert status == "COMPLETED", state(rid)
         h = history(rid)
-        start, end = seen["ARCHIVING"], seen.get("NOTIFYING", seen[status])
+        end = seen.get("NOTIFYING", seen[status])
+        start = seen.get("ARCHIVING", end)
         results[layout] = {"rid": rid, "seconds": (h["NOTIFYING"] - h["ARCHIVING"]).total_seconds(),
                            "worker_cpu": end[1] - start[1], "moto_cpu": end[2] - start[2],
                            "sampled": end[0] - start[0]}
@@ -293,9 +295,9 @@ def main():
         r = e2e[layout]
         s = r["seconds"]
         engine_s = by_name[f"`{layout}` pipeline, all cores"]
-        busy = (r["worker_cpu"] + r["moto_cpu"]) / r["sampled"]
+        busy = f'{(r["worker_cpu"] + r["moto_cpu"]) / r["sampled"]:.2f}' if r["sampled"] > 0 else "n/a"
         print(f"| worker, `{layout}` | {mb / s:.0f} | {engine_s / s:.2f}× | {py[0] / s:.1f}× | {nd[0] / s:.1f}× "
-              f"| {r['worker_cpu']:.2f} / {r['moto_cpu']:.2f} | {busy:.2f} of {eng['cores']} |")
+              f"| {r['worker_cpu']:.2f} / {r['moto_cpu']:.2f} | {busy} of {eng['cores']} |")
     print(f"| moto's S3 alone: GET of the parts / PUT, as MB/s of CSV | {get_rate / ratio:.0f} / {put_rate / ratio:.0f} "
           "| | | | | |")
     print()
