@@ -18,6 +18,7 @@
 //!   columns are known (JSON: one empty file; Parquet: no entry, since an empty file is not
 //!   Parquet).
 
+mod decoders;
 pub mod deflate;
 pub mod edits;
 mod huffman;
@@ -34,12 +35,10 @@ mod stored;
 mod symbols;
 pub mod zip;
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
 use prometheus::IntCounterVec;
-use tokio::sync::Semaphore;
 
 use crate::aws::{AwsError, AwsResultExt};
 use crate::config::ArchiveSettings;
@@ -114,7 +113,7 @@ pub struct Archiver {
     settings: ArchiveSettings,
     upload_bucket: String,
     /// Parts being decoded at once, in every archive of the process.
-    decoders: Arc<Semaphore>,
+    decoders: decoders::Decoders,
     decode_threads: usize,
     /// Reads the upload bucket's parts, by ranges when they are large.
     reader: read::Reader,
@@ -141,7 +140,7 @@ impl Archiver {
             s3,
             settings,
             upload_bucket,
-            decoders: Arc::new(Semaphore::new(threads)),
+            decoders: decoders::Decoders::new(threads),
             decode_threads: threads,
             reader,
             spiller,

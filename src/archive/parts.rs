@@ -17,11 +17,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::task::Poll;
 
-use tokio::sync::Semaphore;
 use tokio_util::task::JoinQueue;
 
+use super::decoders::{Decoders, Permit};
 use super::deflate::{PassError, PassThrough};
 use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
@@ -105,6 +105,17 @@ impl Codec for Joiner {
     }
 }
 
+/// Awaits a part's next input, giving up its decoder permit first when the input is not there
+/// yet: a permit is held only while there is something to decode.
+async fn ready_or_release<F: Future>(next: F, held: &mut Option<Permit>) -> F::Output {
+    let mut next = std::pin::pin!(next);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+        return out;
+    }
+    *held = None;
+    next.await
+}
+
 fn refused(part: &str, e: JoinError) -> BuildError {
     BuildError::Fallback(format!("{part}: {e}"))
 }
@@ -117,7 +128,9 @@ struct Part {
     spiller: Spiller,
     part: PartRef,
     budget: Budget,
-    permits: Arc<Semaphore>,
+    decoders: Decoders,
+    /// Its place in line for a decoder permit.
+    ticket: u64,
 }
 
 /// A part the manifest lists: its key and, when the manifest says, its length.
@@ -127,15 +140,19 @@ pub(super) struct PartRef {
     pub(super) length: Option<u64>,
 }
 
-/// Decodes one part on the blocking pool, a batch at a time, holding a decoder permit for
-/// each batch, and spills it to local disk as it goes when there is room.
+/// Decodes one part on the blocking pool, a batch at a time, and spills it to local disk as it
+/// goes when there is room. The part keeps its decoder permit from one batch to the next while
+/// its input is ready, and gives it up only to wait for the input: parts decoding at once then
+/// finish in the order they started (the writer's order) instead of all together, so the
+/// writing and the upload start after the first part's decoding, not after every part's.
 async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
     let Part {
         reader,
         spiller,
         part: PartRef { key, length },
         budget,
-        permits,
+        decoders,
+        ticket,
     } = part;
     // A part of one batch is kept in memory; one of unknown length is read again.
     let mut spill = length
@@ -147,8 +164,9 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
     let mut read = 0u64;
     let mut more = true;
     let mut bytes = None;
+    let mut held: Option<Permit> = None;
     while more {
-        match body.next().await? {
+        match ready_or_release(body.next(), &mut held).await? {
             Some(chunk) => {
                 batch.extend_from_slice(&chunk);
                 if batch.len() < BATCH {
@@ -161,11 +179,11 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
             bytes = Some(batch.clone());
         }
         read += batch.len() as u64;
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| JobError::Archive(e.to_string()))?;
+        // Kept unless a part started before this one waits for it.
+        let permit = match held.take().filter(|p| !p.owed()) {
+            Some(permit) => permit,
+            None => decoders.acquire(ticket).await,
+        };
         let name = key.clone();
         let inline = batch.len() <= INLINE && spill.is_none();
         let decode = move || {
@@ -174,20 +192,20 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
             let spill = spill.filter(|_| fed.is_ok()).and_then(|s| s.write(&batch));
             batch.clear();
             raw.clear();
-            drop(permit);
-            (codec, batch, raw, spill, fed)
+            (codec, batch, raw, spill, fed, permit)
         };
-        let (c, b, r, s, fed) = if inline {
+        let (c, b, r, s, fed, permit) = if inline {
             decode()
         } else {
             tokio::task::spawn_blocking(decode)
                 .await
                 .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?
         };
-        (codec, batch, raw, spill) = (c, b, r, s);
+        (codec, batch, raw, spill, held) = (c, b, r, s, Some(permit));
         fed?;
         budget.check(&key, read, codec.inflated())?;
     }
+    drop(held);
     let (edits, crc, size, compressed) = codec.done(&key, &mut raw)?;
     Ok(Planned {
         etag,
@@ -281,7 +299,8 @@ impl Ahead {
                 spiller: archiver.spiller.clone(),
                 part,
                 budget: budget.clone(),
-                permits: archiver.decoders.clone(),
+                decoders: archiver.decoders.clone(),
+                ticket: archiver.decoders.ticket(),
             }));
         }
     }
