@@ -27,7 +27,7 @@ import selectors
 import threading
 
 from moto.moto_server import threaded_moto_server, werkzeug_app
-from werkzeug import serving
+from werkzeug import serving, wsgi
 
 _current = threading.local()
 
@@ -129,7 +129,34 @@ class KeepAliveHandler(werkzeug_app.MotoRequestHandler):
             self.close_connection = True
 
 
+_werkzeug_readall = wsgi.LimitedStream.readall
+
+
+def _readall(self):
+    """A kept connection's request body, read whole into one buffer.
+
+    Werkzeug reads a body 64 KiB at a time, each piece copied into a buffer, out of it and onto
+    the end of another, which is copied once more at the end: an UploadPart of a few MiB cost
+    moto more time in those copies than in anything else it does with the part but its MD5.
+    The socket's buffered reader fills one buffer of the body's length instead. A client that
+    goes away mid-body is a `ClientDisconnected`, as it is for Werkzeug.
+    """
+    if not isinstance(self._stream, _Body) or self.is_exhausted:
+        return _werkzeug_readall(self)
+    left = self.limit - self._pos
+    try:
+        data = self._stream.read(left)
+    except (OSError, ValueError) as e:
+        self.on_disconnect(error=e)
+        return b""
+    self._pos += len(data)
+    if len(data) < left:
+        self.on_disconnect()
+    return data
+
+
 def install():
     """Makes ThreadedMotoServer use the keep-alive handler; call before starting it."""
     serving.selectors = _Selectors
+    wsgi.LimitedStream.readall = _readall
     threaded_moto_server.MotoRequestHandler = KeepAliveHandler

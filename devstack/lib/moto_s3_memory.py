@@ -12,15 +12,23 @@ what S3 does to a client.
 
 install() makes an object's value the bytes it was given, kept as they are (an `io.BytesIO`
 over them shares them; reading it whole returns them without a copy), and completes an upload
-by joining its parts once, the full-object checksum computed over that join. The answers are
+without copying it: the object holds the parts' bytes and joins them once, when it is first
+read, and the full-object checksum is computed over the parts in order, as over their join.
+(Joining them at completion put a copy of the whole archive, hundreds of MB in scripts/bench,
+at the end of the daemon's archive stage, which waits for CompleteMultipartUpload's answer;
+S3 spends none of the client's time on it.) The answers are
 unchanged: the same validation in the same order (InvalidPart, EntityTooSmall, MalformedXML),
 the same ETag (the MD5 of the object; for an upload, of the parts' MD5s, `-<count>`), the same
 checksum, type and part count, a deleted object's value unreadable. The local stack holds its
 objects in memory: about the size of the data the exports in it have unloaded and archived.
 """
 
+import base64
+import binascii
+import hashlib
 import io
 
+from moto.core.compat import HAS_CRT
 from moto.s3 import models
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
 from moto.s3.utils import compute_checksum
@@ -34,7 +42,39 @@ def _get_value(self):
         return buffer.read()
 
 
+class _Parts:
+    """A completed upload's value: its parts' bytes, joined into one buffer when it is first read.
+    Closed (the object deleted), it cannot be read, like the buffer of any other object."""
+
+    def __init__(self, values):
+        self._values = values
+        self._buffer = None
+        self.size = sum(len(v) for v in values)
+
+    def _joined(self):
+        if self._buffer is None:
+            self._buffer = io.BytesIO(b"".join(self._values))
+            self._values = None
+        return self._buffer
+
+    def seek(self, *args):
+        return self._joined().seek(*args)
+
+    def read(self, *args):
+        return self._joined().read(*args)
+
+    def close(self):
+        self._values = None
+        if self._buffer is None:
+            self._buffer = io.BytesIO()
+        self._buffer.close()
+
+
 def _set_value(self, new_value):
+    if isinstance(new_value, _Parts):
+        self._value_buffer = new_value
+        self.contentsize = new_value.size
+        return
     if isinstance(new_value, str):
         new_value = new_value.encode(models.DEFAULT_TEXT_ENCODING)
     # A reader holding the previous buffer still reads the previous value whole.
@@ -71,20 +111,46 @@ def _complete(self, body):
     if not values:
         raise MalformedXML
 
-    total = b"".join(values)
     if checksums.checksum_type == "COMPOSITE":
         for value in values:
             checksums.addPart(value)
         checksum = checksums.build()
     else:
-        checksum = (
-            checksums.checksum_type,
-            compute_checksum(total, checksums.checksum_algorithm).decode(),
-            1,
-        )
+        checksum = (checksums.checksum_type, _full_checksum(values, checksums.checksum_algorithm), 1)
     full_etag = md5_hash()
     full_etag.update(bytes(md5s))
-    return total, f"{full_etag.hexdigest()}-{len(values)}", checksum
+    return _Parts(values), f"{full_etag.hexdigest()}-{len(values)}", checksum
+
+
+def _full_checksum(values, algorithm):
+    """moto's compute_checksum of the parts' join (base64 text), computed part after part."""
+    if algorithm == "CRC64NVME" and HAS_CRT:
+        from awscrt import checksums
+
+        crc = 0
+        for value in values:
+            crc = checksums.crc64nvme(value, crc)
+        return base64.b64encode(crc.to_bytes(8, "big")).decode()
+    if algorithm in ("CRC32", "CRC64NVME") or (algorithm == "CRC32C" and not _has_crc32c()):
+        # moto falls back to CRC-32 when the library for its algorithm is missing.
+        crc = 0
+        for value in values:
+            crc = binascii.crc32(value, crc)
+        return base64.b64encode(crc.to_bytes(4, "big")).decode()
+    if algorithm == "CRC32C":
+        return compute_checksum(b"".join(values), algorithm).decode()
+    digest = hashlib.sha1(usedforsecurity=False) if algorithm == "SHA1" else hashlib.sha256(usedforsecurity=False)
+    for value in values:
+        digest.update(value)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def _has_crc32c():
+    try:
+        import crc32c  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def install():

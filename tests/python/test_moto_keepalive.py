@@ -16,7 +16,9 @@ import boto3
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "devstack", "lib"))
-from moto_keepalive import _Body  # noqa: E402
+from moto_keepalive import _Body, _readall  # noqa: E402
+from werkzeug.exceptions import ClientDisconnected  # noqa: E402
+from werkzeug.wsgi import LimitedStream  # noqa: E402
 
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"].split("//", 1)[1]
 s3 = boto3.client("s3")
@@ -95,6 +97,28 @@ def test_a_body_ends_at_its_length_and_what_is_left_unread_is_drained():
     assert stream.readline() == b"GET /next HTTP/1.1\r\n"
     # A client that goes away mid-body: the connection is not kept.
     assert not _Body(io.BytesIO(b"short"), 100).finish()
+
+
+def test_a_body_moto_reads_whole_is_read_in_one_piece_and_one_cut_short_is_a_disconnect():
+    sent = os.urandom((5 << 20) + 17)
+    socket_reader = io.BufferedReader(io.BytesIO(sent + b"GET /next HTTP/1.1\r\n"))
+    stream = LimitedStream(_Body(socket_reader, len(sent)), len(sent))
+    assert _readall(stream) == sent and stream.is_exhausted
+    assert _readall(stream) == b""
+    assert socket_reader.readline() == b"GET /next HTTP/1.1\r\n"
+    short = LimitedStream(_Body(io.BufferedReader(io.BytesIO(sent[:1000])), len(sent)), len(sent))
+    with pytest.raises(ClientDisconnected):
+        _readall(short)
+
+
+def test_an_uploaded_part_reads_back_as_it_was_sent(bucket):
+    parts = [os.urandom(5 << 20), os.urandom(1000)]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="joined")["UploadId"]
+    etags = [s3.upload_part(Bucket=bucket, Key="joined", UploadId=upload, PartNumber=n, Body=part)["ETag"]
+             for n, part in enumerate(parts, start=1)]
+    s3.complete_multipart_upload(Bucket=bucket, Key="joined", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]})
+    assert s3.get_object(Bucket=bucket, Key="joined")["Body"].read() == b"".join(parts)
 
 
 def raw_connection():

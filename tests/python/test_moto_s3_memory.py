@@ -36,9 +36,11 @@ def completed(sizes, metadata, body=None):
     multipart = models.FakeMultipart("k", metadata, **ACCOUNT)
     etags = [(n, multipart.set_part(n, data(n, size)).etag) for n, size in enumerate(sizes, start=1)]
     try:
-        return multipart.complete(iter(etags if body is None else body(etags)))
+        value, etag, checksum = multipart.complete(iter(etags if body is None else body(etags)))
     except (InvalidPart, EntityTooSmall, MalformedXML) as e:
         return type(e).__name__
+    # What moto does with it: the completed object's value, as a GET reads it.
+    return models.FakeKey("k", value, **ACCOUNT).value, etag, checksum
 
 
 METADATA = [
@@ -46,6 +48,8 @@ METADATA = [
     {"x-amz-checksum-algorithm": "CRC32"},  # composite
     {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"},
     {"x-amz-checksum-algorithm": "SHA256"},
+    {"x-amz-checksum-algorithm": "SHA256", "x-amz-checksum-type": "FULL_OBJECT"},
+    {"x-amz-checksum-algorithm": "SHA1", "x-amz-checksum-type": "FULL_OBJECT"},
 ]
 FAILURES = {
     "a part too small before the last": ([5 * MIB, 1000, 1000], None),
@@ -84,3 +88,18 @@ def test_an_object_is_held_once_and_read_without_a_copy(request):
     kept.dispose()
     with pytest.raises(ValueError):
         kept.value
+
+
+def test_a_completed_upload_is_joined_when_first_read_and_unreadable_once_deleted(ours):
+    multipart = models.FakeMultipart("k", {}, **ACCOUNT)
+    parts = [data(1, 5 * MIB), data(2, 1000)]
+    etags = [(n, multipart.set_part(n, part).etag) for n, part in enumerate(parts, start=1)]
+    value, _, _ = multipart.complete(iter(etags))
+    key = models.FakeKey("k", value, **ACCOUNT)
+    assert key.contentsize == 5 * MIB + 1000
+    assert key._value_buffer._buffer is None, "nothing copied at completion"
+    assert key.value == b"".join(parts) and key.value is key.value
+    gone = models.FakeKey("k", multipart.complete(iter(etags))[0], **ACCOUNT)
+    gone.dispose()
+    with pytest.raises(ValueError):
+        gone.value
