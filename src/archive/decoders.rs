@@ -1,5 +1,5 @@
 //! The decoder permits of the process (`archive.decode_threads`), handed out earliest part
-//! first.
+//! first, with a bound on how long any part waits.
 //!
 //! Every part to decode takes a ticket when it is started; a permit that comes free goes to
 //! the waiting part with the lowest ticket, and a part holding one gives it up after a batch
@@ -7,13 +7,21 @@
 //! started, so the parts decoding at once finish in that order: the first part is ready to be
 //! written after its own decoding, not after the decoding of every part started with it
 //! (a fair semaphore hands permits round the parts batch by batch, and they all finish
-//! together). Across archives, the parts of the one that started them first go first.
+//! together). A part that has waited [`OVERDUE`] is served first, whatever its ticket, and a
+//! holder gives its permit up to it after the batch in hand: an archive started later (a
+//! one-row export beside a large one) is never held up for more than that and a batch, and
+//! the parts of one archive still finish nearly in order.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How long a part waits for a permit before it is served ahead of earlier parts.
+pub(super) const OVERDUE: Duration = Duration::from_millis(20);
 
 /// The permits and the parts waiting for one; cheap to clone.
 #[derive(Clone, Debug)]
@@ -31,8 +39,24 @@ struct Shared {
 struct Queue {
     /// Permits nobody holds. Never above zero while a part waits.
     free: usize,
-    /// Parts waiting, by ticket.
-    waiting: BTreeMap<u64, oneshot::Sender<Permit>>,
+    /// Parts waiting, by ticket: since when, and where their permit goes.
+    waiting: BTreeMap<u64, (Instant, oneshot::Sender<Permit>)>,
+}
+
+impl Queue {
+    /// The part a free permit goes to: the one that has waited longest if that is
+    /// [`OVERDUE`], else the earliest started.
+    fn next(&mut self) -> Option<(u64, oneshot::Sender<Permit>)> {
+        let longest = self
+            .waiting
+            .iter()
+            .min_by_key(|(_, (since, _))| *since)
+            .filter(|(_, (since, _))| since.elapsed() >= OVERDUE)
+            .map(|(&ticket, _)| ticket);
+        let ticket = longest.or_else(|| self.waiting.keys().next().copied())?;
+        let (_, tx) = self.waiting.remove(&ticket)?;
+        Some((ticket, tx))
+    }
 }
 
 /// Leave to decode one batch after another; given back (to the earliest waiting part) on drop.
@@ -73,7 +97,7 @@ impl Decoders {
                     };
                 }
                 let (tx, rx) = oneshot::channel();
-                queue.waiting.insert(ticket, tx);
+                queue.waiting.insert(ticket, (Instant::now(), tx));
                 rx
             };
             // A permit handed to an acquire that was dropped goes on by its own drop. A
@@ -94,13 +118,18 @@ impl Shared {
 }
 
 impl Permit {
-    /// Whether a part started before this one is waiting for a permit.
+    /// Whether a part started before this one, or one that has waited [`OVERDUE`], is
+    /// waiting for a permit.
     pub(super) fn owed(&self) -> bool {
-        self.shared
-            .lock()
+        let queue = self.shared.lock();
+        queue
             .waiting
             .first_key_value()
             .is_some_and(|(&first, _)| first < self.ticket)
+            || queue
+                .waiting
+                .values()
+                .any(|(since, _)| since.elapsed() >= OVERDUE)
     }
 }
 
@@ -108,7 +137,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let next = {
             let mut queue = self.shared.lock();
-            let next = queue.waiting.pop_first();
+            let next = queue.next();
             if next.is_none() {
                 queue.free += 1;
             }
@@ -129,7 +158,7 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_free_permit_goes_to_the_earliest_waiting_part() {
         let decoders = Decoders::new(1);
         let (first, second, third) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
@@ -151,7 +180,33 @@ mod tests {
         assert_eq!(later.await.ok(), Some(second));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_has_waited_long_is_served_before_earlier_ones() {
+        let decoders = Decoders::new(1);
+        let (first, second, late) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
+        let held = decoders.acquire(first).await;
+        let overdue = tokio::spawn({
+            let d = decoders.clone();
+            async move { d.acquire(late).await.ticket }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !held.owed(),
+            "a later part that has just come waits its turn"
+        );
+        tokio::time::sleep(OVERDUE).await;
+        let earlier = tokio::spawn({
+            let d = decoders.clone();
+            async move { d.acquire(second).await.ticket }
+        });
+        tokio::task::yield_now().await;
+        assert!(held.owed(), "the late part has waited long enough");
+        drop(held);
+        assert_eq!(overdue.await.ok(), Some(late));
+        assert_eq!(earlier.await.ok(), Some(second));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_permit_handed_to_a_dropped_acquire_is_not_lost() {
         let decoders = Decoders::new(1);
         let (a, b, c) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
