@@ -59,7 +59,7 @@ impl Queue {
     }
 }
 
-/// Leave to decode one batch after another; given back (to the earliest waiting part) on drop.
+/// Leave to decode one batch after another; handed on to the next part in line on drop.
 #[derive(Debug)]
 pub(super) struct Permit {
     shared: Arc<Shared>,
@@ -84,7 +84,7 @@ impl Decoders {
         self.shared.tickets.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A permit for the part holding `ticket`, once none is free for a part before it.
+    /// A permit for the part holding `ticket`, when one is free or it is this part's turn.
     pub(super) async fn acquire(&self, ticket: u64) -> Permit {
         loop {
             let waiting = {
