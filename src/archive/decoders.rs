@@ -13,8 +13,10 @@
 //! the parts of one archive still finish nearly in order.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -154,9 +156,26 @@ impl Drop for Permit {
     }
 }
 
+/// Awaits a part's next input, giving up its decoder permit first when the input is not there
+/// yet: a permit is held only while there is something to decode.
+pub(super) async fn ready_or_release<F: Future>(next: F, held: &mut Option<Permit>) -> F::Output {
+    let mut next = std::pin::pin!(next);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+        return out;
+    }
+    *held = None;
+    next.await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A part waiting for a permit; its ticket once it has one.
+    fn waiting(decoders: &Decoders, ticket: u64) -> tokio::task::JoinHandle<u64> {
+        let d = decoders.clone();
+        tokio::spawn(async move { d.acquire(ticket).await.ticket })
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_free_permit_goes_to_the_earliest_waiting_part() {
@@ -164,15 +183,9 @@ mod tests {
         let (first, second, third) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
         let held = decoders.acquire(third).await;
         assert!(!held.owed(), "nobody waits yet");
-        let later = tokio::spawn({
-            let d = decoders.clone();
-            async move { d.acquire(second).await.ticket }
-        });
+        let later = waiting(&decoders, second);
         tokio::task::yield_now().await;
-        let earlier = tokio::spawn({
-            let d = decoders.clone();
-            async move { d.acquire(first).await.ticket }
-        });
+        let earlier = waiting(&decoders, first);
         tokio::task::yield_now().await;
         assert!(held.owed(), "parts started before the holder wait");
         drop(held);
@@ -185,20 +198,14 @@ mod tests {
         let decoders = Decoders::new(1);
         let (first, second, late) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
         let held = decoders.acquire(first).await;
-        let overdue = tokio::spawn({
-            let d = decoders.clone();
-            async move { d.acquire(late).await.ticket }
-        });
+        let overdue = waiting(&decoders, late);
         tokio::task::yield_now().await;
         assert!(
             !held.owed(),
             "a later part that has just come waits its turn"
         );
         tokio::time::sleep(OVERDUE).await;
-        let earlier = tokio::spawn({
-            let d = decoders.clone();
-            async move { d.acquire(second).await.ticket }
-        });
+        let earlier = waiting(&decoders, second);
         tokio::task::yield_now().await;
         assert!(held.owed(), "the late part has waited long enough");
         drop(held);
@@ -211,10 +218,7 @@ mod tests {
         let decoders = Decoders::new(1);
         let (a, b, c) = (decoders.ticket(), decoders.ticket(), decoders.ticket());
         let held = decoders.acquire(c).await;
-        let gone = tokio::spawn({
-            let d = decoders.clone();
-            async move { d.acquire(a).await.ticket }
-        });
+        let gone = waiting(&decoders, a);
         tokio::task::yield_now().await;
         gone.abort();
         let _ = gone.await;

@@ -17,19 +17,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
 
 use tokio_util::task::JoinQueue;
 
-use super::decoders::{Decoders, Permit};
+use super::decoders::{Decoders, Permit, ready_or_release};
 use super::deflate::{PassError, PassThrough};
 use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
-use super::read::{PartRead, Reader};
+use super::read::{Again, Reader};
 use super::sink::MultipartSink;
-use super::spill::{Spill, SpillRead, Spilled, Spiller};
+use super::spill::{Spill, Spilled, Spiller};
 use super::zip::ZipWriter;
 use super::{Archiver, BuildError, Plan, corrupt};
 use crate::aws::AwsError;
@@ -103,17 +102,6 @@ impl Codec for Joiner {
         let j = self.finish(raw).map_err(|e| refused(part, e))?;
         Ok((j.edits, j.crc.finalize(), j.size, j.compressed))
     }
-}
-
-/// Awaits a part's next input, giving up its decoder permit first when the input is not there
-/// yet: a permit is held only while there is something to decode.
-async fn ready_or_release<F: Future>(next: F, held: &mut Option<Permit>) -> F::Output {
-    let mut next = std::pin::pin!(next);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-        return out;
-    }
-    *held = None;
-    next.await
 }
 
 fn refused(part: &str, e: JoinError) -> BuildError {
@@ -226,21 +214,6 @@ pub const REREAD_FROM: [&str; 3] = [FROM_MEMORY, FROM_SPILL, FROM_S3];
 const FROM_MEMORY: &str = "memory";
 const FROM_SPILL: &str = "spill";
 const FROM_S3: &str = "s3";
-
-/// Where a decoded part is read again from.
-enum Again<'a> {
-    Disk(SpillRead<'a>),
-    S3(Box<PartRead>),
-}
-
-impl Again<'_> {
-    async fn next(&mut self) -> Result<Option<bytes::Bytes>, JobError> {
-        match self {
-            Again::Disk(read) => read.next().await,
-            Again::S3(read) => read.next().await,
-        }
-    }
-}
 
 /// How a part is decoded for its layout.
 type Planner = fn(Part) -> Planning;

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::spill::SpillRead;
 use super::stream_error;
 use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
@@ -136,6 +137,21 @@ impl Reader {
         tracing::debug!(key, length, total = read.total, "reading a part by ranges");
         read.fetch_ahead();
         Ok(read)
+    }
+}
+
+/// Where a decoded part is read again from: the copy spilled to local disk, or the bucket.
+pub(super) enum Again<'a> {
+    Disk(SpillRead<'a>),
+    S3(Box<PartRead>),
+}
+
+impl Again<'_> {
+    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, JobError> {
+        match self {
+            Again::Disk(read) => read.next().await,
+            Again::S3(read) => read.next().await,
+        }
     }
 }
 
