@@ -4,8 +4,11 @@
 //! part fails the export with a corrupt-data error in both; Parquet parts are stored byte for
 //! byte and an object that is not Parquet fails the export; a large part is read by ranges in
 //! parallel, all from one version of the object; a part kept on local disk while it is decoded
-//! is read from S3 once, and twice when it cannot be kept. Every archive is read back with
-//! `unzip -t`, Python's zipfile and the `zip` crate (`support::read_zip`).
+//! is read from S3 once, and twice when it cannot be kept; a part whose spill file is given up
+//! after the `single` writer copied some of it is finished from S3; a damaged part found after
+//! the first bytes of a `single` archive went up leaves neither an archive nor an open upload.
+//! Every archive is read back with `unzip -t`, Python's zipfile and the `zip` crate
+//! (`support::read_zip`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -419,4 +422,70 @@ async fn archive_bodies_go_up_unsigned_with_their_crc32() {
         assert_eq!(headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
         assert!(headers.contains_key("x-amz-checksum-crc32"), "{headers:?}");
     }
+}
+
+/// Rewrites the manifest under `prefix` so that it gives every part the length `length`.
+async fn misstate_lengths(prefix: &str, length: u64) {
+    let (s3, bucket) = (testkit::s3(), var("DEVSTACK_UPLOAD_BUCKET"));
+    let key = format!("{prefix}manifest");
+    let got = s3.get_object().bucket(&bucket).key(&key).send().await;
+    let body = got.unwrap().body.collect().await.unwrap().into_bytes();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for entry in manifest["entries"].as_array_mut().unwrap() {
+        entry["meta"]["content_length"] = length.into();
+    }
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let put = s3.put_object().bucket(&bucket).key(&key).body(body.into());
+    put.send().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_part_whose_spill_file_is_lost_after_it_was_copied_in_part_is_finished_from_s3() {
+    // The manifest understates the part (300 KiB for 1.2 MB): its spill file, 1 MiB, runs out
+    // after the `single` writer has copied the first batches from it; the rest comes from S3,
+    // whose first bytes are checked against those copied.
+    let text = hex_rows(23, 0, 30_000);
+    let part = gzip_members(&[&text]);
+    assert!(part.len() > 1 << 20, "part too small");
+    let (rid, prefix) = unloaded(&[part], &[30_000]).await;
+    misstate_lengths(&prefix, 300 << 10).await;
+    let metrics = Metrics::new();
+    let archiver = archiver().with_metrics(&metrics);
+    let archived = build(&archiver, &rid, &prefix, Layout::Single)
+        .await
+        .unwrap();
+    assert_eq!(archived.recompressed, None);
+    let (path, _) = download_archive(&archived.key).await;
+    let entries = read_zip(&path);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].1 == format!("id,text\n{text}"),
+        "the entry differs"
+    );
+    assert_eq!(rereads(&metrics), [0, 0, 1], "finished from S3");
+}
+
+#[tokio::test]
+async fn a_large_damaged_part_found_after_its_first_bytes_went_up_leaves_no_archive() {
+    // About 7 MB of gzip: more than the first archive upload part (5 MiB), which the `single`
+    // writer sends while the part is still being decoded; its trailer's CRC-32 is wrong.
+    let mut damaged = gzip_members(&[&hex_rows(24, 0, 200_000)]);
+    assert!(damaged.len() > 6 << 20, "part too small");
+    let at = damaged.len() - 8;
+    damaged[at] ^= 0x01;
+    let (rid, prefix) = unloaded(&[damaged], &[200_000]).await;
+    let archiver = archiver();
+    let e = build(&archiver, &rid, &prefix, Layout::Single)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("0000_part_00.gz"), "{e}");
+    let (s3, bucket) = (testkit::s3(), var("DEVSTACK_ARCHIVE_BUCKET"));
+    let key = archiver.archive_key(&rid);
+    let head = s3.head_object().bucket(&bucket).key(&key).send().await;
+    assert!(head.is_err(), "an archive was written");
+    let uploads = s3.list_multipart_uploads().bucket(&bucket).prefix(&key);
+    let uploads = uploads.send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "an upload was left open");
 }

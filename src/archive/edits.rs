@@ -47,9 +47,9 @@ impl Edits {
     }
 
     /// Applies the changes to the part's bytes as they stream.
-    pub fn apply(&self) -> Apply<'_> {
+    pub fn apply(&self) -> Apply {
         Apply {
-            edits: &self.0,
+            edits: self.clone(),
             next: 0,
             offset: 0,
             skip_until: 0,
@@ -57,9 +57,11 @@ impl Edits {
     }
 }
 
-/// [`Edits`] being applied to a stream of bytes.
-pub struct Apply<'a> {
-    edits: &'a [Edit],
+/// [`Edits`] being applied to a stream of bytes. The changes may be known only up to some
+/// offset while the part is still being decoded: [`Apply::update`] takes the longer list.
+#[derive(Debug, Default)]
+pub struct Apply {
+    edits: Edits,
     next: usize,
     /// Bytes of the part seen so far.
     offset: u64,
@@ -67,10 +69,18 @@ pub struct Apply<'a> {
     skip_until: u64,
 }
 
-impl Apply<'_> {
+impl Apply {
     /// Bytes of the part seen so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Takes `edits`, the changes recorded so far, in place of the fewer it had: those it had
+    /// and those applied must be where `edits` starts (a decoder adds changes only at or after
+    /// the bytes it has let go, and those are all this has been fed).
+    pub fn update(&mut self, edits: &Edits) {
+        debug_assert!(edits.0.starts_with(&self.edits.0[..self.next]));
+        self.edits.clone_from(edits);
     }
 
     /// The next bytes of the part, changed, onto `out`.
@@ -82,7 +92,7 @@ impl Apply<'_> {
                 self.offset += n as u64;
                 continue;
             }
-            match self.edits.get(self.next) {
+            match self.edits.0.get(self.next) {
                 Some(edit) if edit.at() <= self.offset => {
                     self.next += 1;
                     match edit {
@@ -108,7 +118,7 @@ impl Apply<'_> {
 
     /// The end of the part: whatever is to be put after its last byte.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        while let Some(Edit::Insert { at, bytes }) = self.edits.get(self.next)
+        while let Some(Edit::Insert { at, bytes }) = self.edits.0.get(self.next)
             && *at <= self.offset
         {
             out.extend_from_slice(bytes);
@@ -147,6 +157,35 @@ mod tests {
             apply.finish(&mut out);
             assert_eq!(out, want, "chunk {chunk}");
             assert_eq!(apply.offset(), 10);
+        }
+    }
+
+    #[test]
+    fn changes_learnt_as_the_bytes_stream_apply_as_if_known_from_the_start() {
+        let mut edits = Edits::default();
+        edits.push(Edit::Skip { at: 0, len: 2 });
+        edits.push(Edit::Mask { at: 5, mask: 0x0f });
+        edits.push(Edit::Insert {
+            at: 8,
+            bytes: vec![9],
+        });
+        edits.push(Edit::Skip { at: 8, len: 2 });
+        let input: Vec<u8> = (0..10).map(|i| 0xf0 | i).collect();
+        let mut whole = edits.apply();
+        let mut want = Vec::new();
+        whole.feed(&input, &mut want);
+        whole.finish(&mut want);
+        // Fed up to each offset knowing only the changes before it, then the rest.
+        for upto in 0..=10 {
+            let known = Edits(edits.0.iter().filter(|e| e.at() < upto).cloned().collect());
+            let mut apply = Apply::default();
+            apply.update(&known);
+            let mut out = Vec::new();
+            apply.feed(&input[..upto as usize], &mut out);
+            apply.update(&edits);
+            apply.feed(&input[upto as usize..], &mut out);
+            apply.finish(&mut out);
+            assert_eq!(out, want, "known up to {upto}");
         }
     }
 }

@@ -107,6 +107,18 @@ impl Joiner {
         self.size
     }
 
+    /// The part's bytes before this offset are verified as far as they can be before the
+    /// member's end (they decode) and final: every change recorded from now on is at or
+    /// after it, so [`Joiner::edits`] already holds all of theirs.
+    pub fn settled(&self) -> u64 {
+        self.offset
+    }
+
+    /// The changes recorded so far.
+    pub fn edits(&self) -> &Edits {
+        &self.edits
+    }
+
     /// Consumes `chunk`, appending DEFLATE bytes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), JoinError> {
         self.pending.extend_from_slice(chunk);

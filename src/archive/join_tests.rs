@@ -1,6 +1,7 @@
 //! Joined streams read back by zlib (flate2) exactly as the parts' data, header first.
 
 use super::*;
+use crate::archive::edits::Apply;
 use proptest::prelude::*;
 use std::io::{Read, Write};
 
@@ -40,10 +41,24 @@ fn join(header: &[u8], parts: &[Vec<u8>], chunk: usize) -> Result<(Vec<u8>, u32,
         apply.finish(&mut again);
         let mut recording = Joiner::recording();
         let mut scratch = Vec::new();
+        // Copied as the archive's writer does while a part is decoded: the settled bytes with
+        // the changes known so far, the rest once the part has ended.
+        let (mut early, mut copied, mut streamed) = (Apply::default(), 0, Vec::new());
         for piece in part.chunks(chunk) {
             recording.feed(piece, &mut scratch).unwrap();
+            let settled = usize::try_from(recording.settled()).unwrap();
+            early.update(recording.edits());
+            early.feed(&part[copied..settled], &mut streamed);
+            copied = settled;
         }
         let recorded = recording.finish(&mut scratch).unwrap();
+        early.update(&recorded.edits);
+        early.feed(&part[copied..], &mut streamed);
+        early.finish(&mut streamed);
+        assert!(
+            streamed == again,
+            "the settled bytes copied early change as the whole part does"
+        );
         assert_eq!(
             recorded.edits, joined.edits,
             "recording alone gives the same changes"

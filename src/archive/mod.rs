@@ -18,6 +18,7 @@
 //!   columns are known (JSON: one empty file; Parquet: no entry, since an empty file is not
 //!   Parquet).
 
+mod ahead;
 mod decoders;
 pub mod deflate;
 pub mod edits;
@@ -45,11 +46,11 @@ use crate::config::ArchiveSettings;
 use crate::error::JobError;
 use crate::message::{Format, Layout, RequestId};
 use crate::metrics::Metrics;
+pub use ahead::REREAD_FROM;
 use deflate::Recompressor;
 use limits::Budget;
 pub use manifest::manifest_part_keys;
 use manifest::{Manifest, csv_header};
-pub use parts::REREAD_FROM;
 use sink::MultipartSink;
 use zip::ZipWriter;
 

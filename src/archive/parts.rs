@@ -3,9 +3,10 @@
 //! Passed through (`parts`) or joined (`single`), a part is read twice (each read by ranges in
 //! parallel when the part is large: `read.rs`): first decoded and verified, which records how
 //! its bytes become the entry's DEFLATE bytes ([`Edits`]), then read again and changed without
-//! decoding while the entry is written. The second read is of the copy kept on local disk
-//! during the first (`spill.rs`) when there was room, and of S3 otherwise (with `If-Match` on
-//! its ETag, so it is the same object). A part that fits in one batch (256 KiB) is kept in
+//! decoding while the entry is written (`ahead.rs`; in `single` the second read follows the
+//! first while the part is still being decoded). The second read is of the copy kept on local
+//! disk during the first (`spill.rs`) when there was room, and of S3 otherwise (with `If-Match`
+//! on its ETag, so it is the same object). A part that fits in one batch (256 KiB) is kept in
 //! memory from the first read instead. The decoding of several parts runs at once on the
 //! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
 //! writing, which takes the parts in manifest order. Memory per part being decoded is one
@@ -17,45 +18,46 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-use tokio_util::task::JoinQueue;
+use tokio::sync::watch;
 
+use super::ahead::{Ahead, Settled};
 use super::decoders::{Decoders, Permit, ready_or_release};
 use super::deflate::{PassError, PassThrough};
 use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
-use super::read::{Again, Reader};
+use super::read::Reader;
 use super::sink::MultipartSink;
 use super::spill::{Spill, Spilled, Spiller};
 use super::zip::ZipWriter;
 use super::{Archiver, BuildError, Plan, corrupt};
-use crate::aws::AwsError;
 use crate::error::JobError;
 
 /// Input handed to a decoder at once (S3's chunks are much smaller).
-const BATCH: usize = 256 * 1024;
+pub(super) const BATCH: usize = 256 * 1024;
 /// A batch this small (a part of a few rows) that is not being spilled is decoded on the
 /// async thread: it takes less than the hand-over to the blocking pool and back.
 const INLINE: usize = 16 * 1024;
 
 /// What decoding a part found.
-struct Planned {
-    key: String,
-    etag: Option<String>,
-    edits: Edits,
-    crc: u32,
+pub(super) struct Planned {
+    pub(super) key: String,
+    pub(super) etag: Option<String>,
+    pub(super) edits: Edits,
+    pub(super) crc: u32,
     /// Data bytes.
-    size: u64,
+    pub(super) size: u64,
     /// DEFLATE bytes the edits give.
-    compressed: u64,
+    pub(super) compressed: u64,
     /// The part's bytes.
-    length: u64,
+    pub(super) length: u64,
     /// The whole part, when it came in one batch: it is not read again.
-    bytes: Option<Vec<u8>>,
+    pub(super) bytes: Option<Vec<u8>>,
     /// The part on local disk, when there was room: S3 is not read again.
-    spilled: Option<Spilled>,
+    pub(super) spilled: Option<Spilled>,
 }
 
 /// What turns a part's gzip bytes into an entry's DEFLATE bytes, verifying them.
@@ -65,6 +67,11 @@ trait Codec: Send + 'static {
     fn inflated(&self) -> u64;
     /// Ends the part: (edits, crc, size, compressed size).
     fn done(self, part: &str, raw: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError>;
+    /// The part's bytes before the offset are final and its edits so far are all of theirs
+    /// ([`Joiner::settled`]); `None`: nothing is final before the part ends.
+    fn early(&self) -> Option<(u64, &Edits)> {
+        None
+    }
 }
 
 impl Codec for PassThrough {
@@ -102,6 +109,10 @@ impl Codec for Joiner {
         let j = self.finish(raw).map_err(|e| refused(part, e))?;
         Ok((j.edits, j.crc.finalize(), j.size, j.compressed))
     }
+
+    fn early(&self) -> Option<(u64, &Edits)> {
+        Some((self.settled(), self.edits()))
+    }
 }
 
 fn refused(part: &str, e: JoinError) -> BuildError {
@@ -111,7 +122,7 @@ fn refused(part: &str, e: JoinError) -> BuildError {
 /// A part of the upload bucket to decode, with the export's budget and the process's decoder
 /// permits.
 #[derive(Clone)]
-struct Part {
+pub(super) struct Part {
     reader: Reader,
     spiller: Spiller,
     part: PartRef,
@@ -119,6 +130,29 @@ struct Part {
     decoders: Decoders,
     /// Its place in line for a decoder permit.
     ticket: u64,
+    /// Where it tells the writer what it may copy before the decoding ends.
+    settled: Arc<watch::Sender<Option<Settled>>>,
+}
+
+impl Part {
+    /// `part` of an archive of `archiver` within `budget`, in line for a decoder permit after
+    /// the parts made before it.
+    pub(super) fn new(
+        archiver: &Archiver,
+        part: PartRef,
+        budget: &Budget,
+        settled: watch::Sender<Option<Settled>>,
+    ) -> Part {
+        Part {
+            reader: archiver.reader.clone(),
+            spiller: archiver.spiller.clone(),
+            part,
+            budget: budget.clone(),
+            decoders: archiver.decoders.clone(),
+            ticket: archiver.decoders.ticket(),
+            settled: Arc::new(settled),
+        }
+    }
 }
 
 /// A part the manifest lists: its key and, when the manifest says, its length.
@@ -129,10 +163,11 @@ pub(super) struct PartRef {
 }
 
 /// Decodes one part on the blocking pool, a batch at a time, and spills it to local disk as it
-/// goes when there is room. The part keeps its decoder permit from one batch to the next while
-/// its input is ready, and gives it up only to wait for the input: parts decoding at once then
-/// finish in the order they started (the writer's order) instead of all together, so the
-/// writing and the upload start after the first part's decoding, not after every part's.
+/// goes when there is room, telling the writer how much of it is settled ([`Settled`]). The
+/// part keeps its decoder permit from one batch to the next while its input is ready, and
+/// gives it up only to wait for the input: parts decoding at once then finish in the order
+/// they started (the writer's order) instead of all together, and the writer, copying the
+/// first part's settled bytes as they come, starts the upload with the decoding.
 async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
     let Part {
         reader,
@@ -141,7 +176,9 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         budget,
         decoders,
         ticket,
+        settled,
     } = part;
+    let mut published = 0;
     // A part of one batch is kept in memory; one of unknown length is read again.
     let mut spill = length
         .filter(|&l| l > BATCH as u64)
@@ -192,6 +229,14 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         (codec, batch, raw, spill, held) = (c, b, r, s, Some(permit));
         fed?;
         budget.check(&key, read, codec.inflated())?;
+        if let Some((upto, edits)) = codec.early()
+            && upto > published
+            && let Some(from) = spill.as_ref().and_then(Spill::reader)
+        {
+            published = upto;
+            let edits = edits.clone();
+            settled.send_replace(Some(Settled { upto, edits, from }));
+        }
     }
     drop(held);
     let (edits, crc, size, compressed) = codec.done(&key, &mut raw)?;
@@ -208,16 +253,9 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
     })
 }
 
-/// Where a decoded part is read again from, as `archive_part_rereads_total{from}` counts
-/// it: kept in memory (it came in one batch), spilled to local disk, or the upload bucket.
-pub const REREAD_FROM: [&str; 3] = [FROM_MEMORY, FROM_SPILL, FROM_S3];
-const FROM_MEMORY: &str = "memory";
-const FROM_SPILL: &str = "spill";
-const FROM_S3: &str = "s3";
-
 /// How a part is decoded for its layout.
-type Planner = fn(Part) -> Planning;
-type Planning = Pin<Box<dyn Future<Output = Result<Planned, BuildError>> + Send>>;
+pub(super) type Planner = fn(Part) -> Planning;
+pub(super) type Planning = Pin<Box<dyn Future<Output = Result<Planned, BuildError>> + Send>>;
 
 /// A part to be joined into the `single` entry.
 fn joined(part: Part) -> Planning {
@@ -244,53 +282,6 @@ fn passed(part: Part) -> Planning {
     })
 }
 
-/// Parts being decoded ahead of the writer, handed out in manifest order.
-struct Ahead {
-    keys: std::vec::IntoIter<PartRef>,
-    queue: JoinQueue<Result<Planned, BuildError>>,
-    planner: Planner,
-}
-
-impl Ahead {
-    fn new(archiver: &Archiver, keys: Vec<PartRef>, budget: &Budget, planner: Planner) -> Self {
-        let mut ahead = Ahead {
-            keys: keys.into_iter(),
-            queue: JoinQueue::new(),
-            planner,
-        };
-        // One more than can decode at once, so a permit never waits for a GET to start.
-        for _ in 0..=archiver.decode_threads {
-            ahead.spawn(archiver, budget);
-        }
-        ahead
-    }
-
-    fn spawn(&mut self, archiver: &Archiver, budget: &Budget) {
-        if let Some(part) = self.keys.next() {
-            self.queue.spawn((self.planner)(Part {
-                reader: archiver.reader.clone(),
-                spiller: archiver.spiller.clone(),
-                part,
-                budget: budget.clone(),
-                decoders: archiver.decoders.clone(),
-                ticket: archiver.decoders.ticket(),
-            }));
-        }
-    }
-
-    async fn next(&mut self, archiver: &Archiver, budget: &Budget) -> Result<Planned, BuildError> {
-        let planned = match self.queue.join_next().await {
-            Some(Ok(planned)) => planned?,
-            Some(Err(e)) => {
-                return Err(JobError::Archive(format!("a part's decoding ended: {e}")).into());
-            }
-            None => return Err(JobError::Archive("no part left to decode".into()).into()),
-        };
-        self.spawn(archiver, budget);
-        Ok(planned)
-    }
-}
-
 impl Archiver {
     /// The manifest's parts, each checked to be under the attempt's prefix.
     pub(super) fn keys(
@@ -309,67 +300,6 @@ impl Archiver {
             .collect()
     }
 
-    /// Counts one second read of a part, from `from` (one of [`REREAD_FROM`]).
-    fn count_reread(&self, from: &str) {
-        if let Some(rereads) = &self.rereads {
-            rereads.with_label_values(&[from]).inc();
-        }
-    }
-
-    /// Reads a decoded part again (from local disk when it was spilled) and writes its bytes,
-    /// changed as recorded, to the entry.
-    async fn copy(
-        &self,
-        planned: &Planned,
-        zip: &mut ZipWriter,
-        out: &mut Vec<u8>,
-        sink: &mut MultipartSink,
-    ) -> Result<(), BuildError> {
-        let mut apply = planned.edits.apply();
-        let mut raw = Vec::new();
-        if let Some(bytes) = &planned.bytes {
-            self.count_reread(FROM_MEMORY);
-            apply.feed(bytes, &mut raw);
-        } else {
-            let mut body = match &planned.spilled {
-                Some(spilled) => {
-                    self.count_reread(FROM_SPILL);
-                    Again::Disk(spilled.read())
-                }
-                None => {
-                    self.count_reread(FROM_S3);
-                    Again::S3(Box::new(
-                        self.reader
-                            .open(&planned.key, Some(planned.length), planned.etag.clone())
-                            .await?,
-                    ))
-                }
-            };
-            while let Some(chunk) = body.next().await? {
-                apply.feed(&chunk, &mut raw);
-                zip.write(&raw, out);
-                raw.clear();
-                sink.write(out).await?;
-            }
-        }
-        apply.finish(&mut raw);
-        zip.write(&raw, out);
-        if apply.offset() != planned.length {
-            return Err(AwsError::unanswered(
-                "s3",
-                "GetObject",
-                format!(
-                    "{} was {} bytes when decoded and {} when read again",
-                    planned.key,
-                    planned.length,
-                    apply.offset()
-                ),
-            )
-            .into());
-        }
-        Ok(())
-    }
-
     /// One entry per part, each part's DEFLATE body passed through.
     pub(super) async fn pass_through_parts(
         &self,
@@ -384,13 +314,11 @@ impl Archiver {
         let count = keys.len();
         let mut ahead = Ahead::new(self, keys, budget, passed);
         for _ in 0..count {
-            let planned = ahead.next(self, budget).await?;
-            budget.check(&planned.key, planned.length, planned.size)?;
-            budget.add(planned.size);
-            let base = planned.key.rsplit('/').next().unwrap_or(&planned.key);
+            let key = ahead.next_key().unwrap_or_default();
+            let base = key.rsplit('/').next().unwrap_or(key);
             let base = base.strip_suffix(".gz").unwrap_or(base);
             zip.start_entry(&format!("{base}.{}", plan.format.extension()), out);
-            self.copy(&planned, zip, out, sink).await?;
+            let planned = self.write_part(&mut ahead, zip, out, sink, budget).await?;
             zip.finish_entry(planned.crc, planned.compressed, planned.size, out);
         }
         Ok(())
@@ -423,10 +351,7 @@ impl Archiver {
         let count = keys.len();
         let mut ahead = Ahead::new(self, keys, budget, joined);
         for _ in 0..count {
-            let planned = ahead.next(self, budget).await?;
-            budget.check(&planned.key, planned.length, planned.size)?;
-            budget.add(planned.size);
-            self.copy(&planned, zip, out, sink).await?;
+            let planned = self.write_part(&mut ahead, zip, out, sink, budget).await?;
             crc.combine(&crc32fast::Hasher::new_with_initial_len(
                 planned.crc,
                 planned.size,

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::spill::SpillRead;
+use super::spill::{SpillRead, Spilled};
 use super::stream_error;
 use crate::aws::{AwsError, AwsResultExt};
 use crate::error::JobError;
@@ -140,16 +140,27 @@ impl Reader {
     }
 }
 
-/// Where a decoded part is read again from: the copy spilled to local disk, or the bucket.
+/// Where a decoded part is read again from: memory (a part of one batch, kept), the copy
+/// spilled to local disk (from where reading it while it was written stopped), or the bucket.
 pub(super) enum Again<'a> {
-    Disk(SpillRead<'a>),
+    Memory(Option<Bytes>),
+    Disk(SpillRead, &'a Spilled),
     S3(Box<PartRead>),
 }
 
 impl Again<'_> {
+    /// The next bytes, `None` at the end, once a spilled copy is checked to be what was
+    /// written.
     pub(super) async fn next(&mut self) -> Result<Option<Bytes>, JobError> {
         match self {
-            Again::Disk(read) => read.next().await,
+            Again::Memory(bytes) => Ok(bytes.take()),
+            Again::Disk(read, spilled) => {
+                let chunk = read.next_before(spilled.length()).await?;
+                if chunk.is_none() {
+                    spilled.check(read)?;
+                }
+                Ok(chunk)
+            }
             Again::S3(read) => read.next().await,
         }
     }

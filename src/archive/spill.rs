@@ -107,7 +107,7 @@ impl Spiller {
 pub(super) struct Spill {
     spiller: Spiller,
     /// Created at the first write.
-    file: Option<File>,
+    file: Option<Arc<File>>,
     /// Bytes the reservation covers.
     room: u64,
     written: u64,
@@ -128,7 +128,7 @@ impl Spill {
             Some(file) => file.write_all_at(bytes, self.written - bytes.len() as u64),
             None => self.spiller.create().and_then(|file| {
                 file.write_all_at(bytes, 0)?;
-                self.file = Some(file);
+                self.file = Some(Arc::new(file));
                 Ok(())
             }),
         };
@@ -140,10 +140,20 @@ impl Spill {
         Some(self)
     }
 
+    /// Reads what has been written so far, while the part is still being written.
+    pub(super) fn reader(&self) -> Option<SpillRead> {
+        Some(SpillRead {
+            file: self.file.clone()?,
+            spiller: self.spiller.clone(),
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
     /// The part, all written.
     pub(super) fn seal(self) -> Option<Spilled> {
         Some(Spilled {
-            file: Arc::new(self.file?),
+            file: self.file?,
             length: self.written,
             crc: self.crc.finalize(),
             spiller: self.spiller,
@@ -164,51 +174,75 @@ pub(super) struct Spilled {
 
 impl Spilled {
     /// Reads the part from its start.
-    pub(super) fn read(&self) -> SpillRead<'_> {
+    pub(super) fn read(&self) -> SpillRead {
         SpillRead {
-            spilled: self,
+            file: self.file.clone(),
+            spiller: self.spiller.clone(),
             offset: 0,
             crc: crc32fast::Hasher::new(),
         }
     }
 
+    /// The part's length.
+    pub(super) fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Checks that `read`, at the part's end, read back what was written.
+    pub(super) fn check(&self, read: &SpillRead) -> Result<(), JobError> {
+        let crc = read.crc();
+        if read.offset != self.length || crc != self.crc {
+            return Err(self.spiller.lost(format!(
+                "{} bytes with CRC-32 {crc:08x} read back, {} with {:08x} written",
+                read.offset, self.length, self.crc
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Spiller {
     /// A spilled part not read back as written: spilling goes off for good and the attempt
     /// fails as transient.
-    fn lost(&self, why: String) -> JobError {
-        self.spiller.off.store(true, Ordering::Relaxed);
+    pub(super) fn lost(&self, why: String) -> JobError {
+        self.off.store(true, Ordering::Relaxed);
         tracing::error!(
             %why,
-            dir = %self.spiller.dir.display(),
+            dir = %self.dir.display(),
             "a spilled part could not be read back; spilling is off until the worker restarts"
         );
         JobError::Spill(why)
     }
 }
 
-/// Reading a spilled part back, front to back.
-pub(super) struct SpillRead<'a> {
-    spilled: &'a Spilled,
+/// Reading a spilled part back, front to back; the part may still be being written.
+#[derive(Clone)]
+pub(super) struct SpillRead {
+    file: Arc<File>,
+    spiller: Spiller,
     offset: u64,
     crc: crc32fast::Hasher,
 }
 
-impl SpillRead<'_> {
-    /// The next bytes, `None` at the end, once what was read is checked to be what was
-    /// written.
-    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, JobError> {
-        let left = self.spilled.length - self.offset;
+impl SpillRead {
+    /// Bytes read so far.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// CRC-32 of the bytes read so far.
+    pub(super) fn crc(&self) -> u32 {
+        self.crc.clone().finalize()
+    }
+
+    /// The next bytes before offset `end` (written already), `None` there.
+    pub(super) async fn next_before(&mut self, end: u64) -> Result<Option<Bytes>, JobError> {
+        let left = end.saturating_sub(self.offset);
         if left == 0 {
-            let crc = std::mem::take(&mut self.crc).finalize();
-            if crc != self.spilled.crc {
-                return Err(self.spilled.lost(format!(
-                    "CRC-32 {crc:08x} read back, {:08x} written",
-                    self.spilled.crc
-                )));
-            }
             return Ok(None);
         }
         let len = usize::try_from(left).map_or(READ, |left| left.min(READ));
-        let (file, offset) = (self.spilled.file.clone(), self.offset);
+        let (file, offset) = (self.file.clone(), self.offset);
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0; len];
             file.read_exact_at(&mut buf, offset).map(|()| buf)
@@ -216,7 +250,7 @@ impl SpillRead<'_> {
         .await;
         let buf = match read {
             Ok(Ok(buf)) => buf,
-            Ok(Err(e)) => return Err(self.spilled.lost(format!("reading at {offset}: {e}"))),
+            Ok(Err(e)) => return Err(self.spiller.lost(format!("reading at {offset}: {e}"))),
             Err(e) => return Err(JobError::Spill(format!("reading at {offset} ended: {e}"))),
         };
         self.offset += buf.len() as u64;
@@ -242,9 +276,10 @@ mod tests {
     async fn read_all(spilled: &Spilled) -> Result<Vec<u8>, JobError> {
         let mut read = spilled.read();
         let mut all = Vec::new();
-        while let Some(chunk) = read.next().await? {
+        while let Some(chunk) = read.next_before(spilled.length()).await? {
             all.extend_from_slice(&chunk);
         }
+        spilled.check(&read)?;
         Ok(all)
     }
 
@@ -263,6 +298,33 @@ mod tests {
             "the file is unlinked"
         );
         assert_eq!(read_all(&spilled).await.unwrap(), data);
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_part_is_read_while_it_is_written_and_checked_at_its_end() {
+        let (spiller, dir) = spiller(2);
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let mut spill = spiller.reserve(data.len() as u64).unwrap();
+        assert!(spill.reader().is_none(), "no file before the first write");
+        spill = spill.write(&data[..300_000]).unwrap();
+        let mut read = spill.reader().unwrap();
+        let mut all = Vec::new();
+        while let Some(chunk) = read.next_before(200_000).await.unwrap() {
+            all.extend_from_slice(&chunk);
+        }
+        assert_eq!(read.offset(), 200_000);
+        spill = spill.write(&data[300_000..]).unwrap();
+        let spilled = spill.seal().unwrap();
+        while let Some(chunk) = read.next_before(spilled.length()).await.unwrap() {
+            all.extend_from_slice(&chunk);
+        }
+        spilled.check(&read).unwrap();
+        assert!(all == data);
+        // Stopping short of the end is not reading it all.
+        let mut short = spilled.read();
+        short.next_before(10).await.unwrap();
+        assert!(spilled.check(&short).unwrap_err().is_transient());
         std::fs::remove_dir(&dir).unwrap();
     }
 
