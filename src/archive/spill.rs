@@ -67,7 +67,7 @@ impl Spiller {
             room: u64::from(mib) * MIB,
             written: 0,
             crc: crc32fast::Hasher::new(),
-            _permit: permit,
+            room_held: Arc::new(permit),
         })
     }
 
@@ -112,7 +112,9 @@ pub(super) struct Spill {
     room: u64,
     written: u64,
     crc: crc32fast::Hasher,
-    _permit: OwnedSemaphorePermit,
+    /// The room in the disk budget, held while the file may be read (by a reader made while
+    /// the part was written, too, if writing it was given up).
+    room_held: Arc<OwnedSemaphorePermit>,
 }
 
 impl Spill {
@@ -147,6 +149,7 @@ impl Spill {
             spiller: self.spiller.clone(),
             offset: 0,
             crc: crc32fast::Hasher::new(),
+            _room: self.room_held.clone(),
         })
     }
 
@@ -157,7 +160,7 @@ impl Spill {
             length: self.written,
             crc: self.crc.finalize(),
             spiller: self.spiller,
-            _permit: self._permit,
+            room_held: self.room_held,
         })
     }
 }
@@ -169,7 +172,7 @@ pub(super) struct Spilled {
     /// CRC-32 of what was written.
     crc: u32,
     spiller: Spiller,
-    _permit: OwnedSemaphorePermit,
+    room_held: Arc<OwnedSemaphorePermit>,
 }
 
 impl Spilled {
@@ -180,6 +183,7 @@ impl Spilled {
             spiller: self.spiller.clone(),
             offset: 0,
             crc: crc32fast::Hasher::new(),
+            _room: self.room_held.clone(),
         }
     }
 
@@ -222,6 +226,8 @@ pub(super) struct SpillRead {
     spiller: Spiller,
     offset: u64,
     crc: crc32fast::Hasher,
+    /// The file's room in the disk budget, given back when the file is closed.
+    _room: Arc<OwnedSemaphorePermit>,
 }
 
 impl SpillRead {
@@ -325,6 +331,21 @@ mod tests {
         let mut short = spilled.read();
         short.next_before(10).await.unwrap();
         assert!(spilled.check(&short).unwrap_err().is_transient());
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_given_up_half_way_keeps_its_room_while_it_is_read() {
+        let (spiller, dir) = spiller(1);
+        let spill = spiller.reserve(10).unwrap().write(&[1; 100]).unwrap();
+        let read = spill.reader().unwrap();
+        assert!(
+            spill.write(&vec![0; MIB as usize]).is_none(),
+            "past its room"
+        );
+        assert!(spiller.reserve(1).is_none(), "the file is still read");
+        drop(read);
+        assert!(spiller.reserve(MIB).is_some(), "given back");
         std::fs::remove_dir(&dir).unwrap();
     }
 
