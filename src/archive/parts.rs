@@ -37,7 +37,7 @@ use super::{Archiver, BuildError, Plan, corrupt};
 use crate::error::JobError;
 
 /// Input handed to a decoder at once (S3's chunks are much smaller).
-pub(super) const BATCH: usize = 256 * 1024;
+const BATCH: usize = 256 * 1024;
 /// A batch this small (a part of a few rows) that is not being spilled is decoded on the
 /// async thread: it takes less than the hand-over to the blocking pool and back.
 const INLINE: usize = 16 * 1024;

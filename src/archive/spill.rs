@@ -144,13 +144,8 @@ impl Spill {
 
     /// Reads what has been written so far, while the part is still being written.
     pub(super) fn reader(&self) -> Option<SpillRead> {
-        Some(SpillRead {
-            file: self.file.clone()?,
-            spiller: self.spiller.clone(),
-            offset: 0,
-            crc: crc32fast::Hasher::new(),
-            _room: self.room_held.clone(),
-        })
+        let file = self.file.clone()?;
+        Some(SpillRead::start(file, &self.spiller, &self.room_held))
     }
 
     /// The part, all written.
@@ -178,13 +173,7 @@ pub(super) struct Spilled {
 impl Spilled {
     /// Reads the part from its start.
     pub(super) fn read(&self) -> SpillRead {
-        SpillRead {
-            file: self.file.clone(),
-            spiller: self.spiller.clone(),
-            offset: 0,
-            crc: crc32fast::Hasher::new(),
-            _room: self.room_held.clone(),
-        }
+        SpillRead::start(self.file.clone(), &self.spiller, &self.room_held)
     }
 
     /// The part's length.
@@ -231,6 +220,17 @@ pub(super) struct SpillRead {
 }
 
 impl SpillRead {
+    /// Reading `file` from its start, its `room` held meanwhile.
+    fn start(file: Arc<File>, spiller: &Spiller, room: &Arc<OwnedSemaphorePermit>) -> Self {
+        SpillRead {
+            file,
+            spiller: spiller.clone(),
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+            _room: room.clone(),
+        }
+    }
+
     /// Bytes read so far.
     pub(super) fn offset(&self) -> u64 {
         self.offset
