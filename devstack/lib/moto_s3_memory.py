@@ -25,8 +25,10 @@ objects in memory: about the size of the data the exports in it have unloaded an
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
+import zlib
 
 from moto.core.compat import HAS_CRT
 from moto.s3 import models
@@ -95,6 +97,7 @@ def _complete(self, body):
     values = []
     md5s = bytearray()
     last = None
+    chosen = []
     for part_number, etag in body:
         part = self.parts.get(part_number)
         part_etag = None
@@ -106,6 +109,7 @@ def _complete(self, body):
         if last is not None and last.contentsize < models.S3_UPLOAD_PART_MIN_SIZE:
             raise EntityTooSmall()
         md5s.extend(bytes.fromhex(part_etag))
+        chosen.append(part)
         values.append(part.value)
         last = part
     if not values:
@@ -116,7 +120,9 @@ def _complete(self, body):
             checksums.addPart(value)
         checksum = checksums.build()
     else:
-        checksum = (checksums.checksum_type, _full_checksum(values, checksums.checksum_algorithm), 1)
+        algorithm = checksums.checksum_algorithm
+        full = _combined_crc(chosen, algorithm)
+        checksum = (checksums.checksum_type, full or _full_checksum(values, algorithm), 1)
     full_etag = md5_hash()
     full_etag.update(bytes(md5s))
     return _Parts(values), f"{full_etag.hexdigest()}-{len(values)}", checksum
@@ -145,6 +151,82 @@ def _full_checksum(values, algorithm):
     return base64.b64encode(digest.digest()).decode()
 
 
+# The full-object CRCs: reflected polynomial and width.
+_CRCS = {"CRC32": (0xEDB88320, 32), "CRC64NVME": (0x9A6C9329AC4BC9B5, 64)}
+
+
+def _crc_kind(algorithm):
+    """The CRC moto computes for a full-object checksum of `algorithm`, if it is one of _CRCS."""
+    if algorithm == "CRC64NVME" and HAS_CRT:
+        return "CRC64NVME"
+    if algorithm in ("CRC32", "CRC64NVME") or (algorithm == "CRC32C" and not _has_crc32c()):
+        return "CRC32"
+    return None
+
+
+def _crc_of(value, kind):
+    if kind == "CRC64NVME":
+        from awscrt import checksums
+
+        return checksums.crc64nvme(value, 0)
+    return zlib.crc32(value)
+
+
+def _set_part(self, part_id, value):
+    """moto's set_part; a part of an upload with a full-object CRC also keeps its CRC."""
+    key = _shipped_set_part(self, part_id, value)
+    checksums = models.MultipartChecksumBuilder(
+        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    )
+    kind = _crc_kind(checksums.checksum_algorithm)
+    if checksums.checksum_type == "FULL_OBJECT" and kind is not None:
+        key.full_object_crc = (kind, _crc_of(key.value, kind))
+    return key
+
+
+def _combined_crc(parts, algorithm):
+    """The full-object CRC of the parts' join (base64 text) from their own CRCs, or None when a
+    part has none of that kind."""
+    kind = _crc_kind(algorithm)
+    if kind is None or any(getattr(p, "full_object_crc", (None,))[0] != kind for p in parts):
+        return None
+    poly, width = _CRCS[kind]
+    crc = 0
+    for part in parts:
+        crc = crc_combine(crc, part.full_object_crc[1], part.contentsize, poly, width)
+    return base64.b64encode(crc.to_bytes(width // 8, "big")).decode()
+
+
+def crc_combine(crc1, crc2, len2, poly, width):
+    """The CRC of A followed by B from A's CRC, B's CRC and B's length in bytes, for a reflected
+    CRC of `width` bits with polynomial `poly` (zlib's crc32_combine, crc32.c)."""
+    return _multmodp(_x8nmodp(len2, poly, width), crc1, poly, width) ^ crc2
+
+
+def _multmodp(a, b, poly, width):
+    """a times b modulo the polynomial (a not zero); bit width - 1 is x^0."""
+    m, p = 1 << (width - 1), 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ poly if b & 1 else b >> 1
+
+
+@functools.lru_cache(maxsize=64)
+def _x8nmodp(n, poly, width):
+    """x^(8n) modulo the polynomial (an upload's parts are mostly of one size: cached)."""
+    p, square = 1 << (width - 1), 1 << (width - 9)
+    while n:
+        if n & 1:
+            p = _multmodp(square, p, poly, width)
+        n >>= 1
+        square = _multmodp(square, square, poly, width)
+    return p
+
+
 def _has_crc32c():
     try:
         import crc32c  # noqa: F401
@@ -153,8 +235,12 @@ def _has_crc32c():
     return True
 
 
+_shipped_set_part = models.FakeMultipart.set_part
+
+
 def install():
     """Call before moto creates any object."""
     models.FakeKey.value = property(_get_value, _set_value)
     models.FakeKey.etag = property(_etag)
     models.FakeMultipart.complete = _complete
+    models.FakeMultipart.set_part = _set_part

@@ -4,8 +4,10 @@ and errors are exactly those of moto as shipped; what changes is that an object 
 5 MiB is not written to a file and a read returns the stored bytes without copying them.
 """
 
+import base64
 import os
 import sys
+import zlib
 
 import pytest
 from moto.s3 import models
@@ -21,7 +23,12 @@ ACCOUNT = {"account_id": "123456789012", "region_name": "us-east-1"}
 @pytest.fixture
 def ours(monkeypatch):
     """moto_s3_memory installed for one test, moto as shipped again after it."""
-    for cls, name in [(models.FakeKey, "value"), (models.FakeKey, "etag"), (models.FakeMultipart, "complete")]:
+    for cls, name in [
+        (models.FakeKey, "value"),
+        (models.FakeKey, "etag"),
+        (models.FakeMultipart, "complete"),
+        (models.FakeMultipart, "set_part"),
+    ]:
         monkeypatch.setattr(cls, name, cls.__dict__[name])
     moto_s3_memory.install()
 
@@ -103,3 +110,42 @@ def test_a_completed_upload_is_joined_when_first_read_and_unreadable_once_delete
     gone.dispose()
     with pytest.raises(ValueError):
         gone.value
+
+
+def crc64nvme(data):
+    """CRC-64/NVME bit by bit: reflected, polynomial 0xad93d23594c93659, initial and final
+    value all ones."""
+    crc = (1 << 64) - 1
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x9A6C9329AC4BC9B5 if crc & 1 else crc >> 1
+    return crc ^ ((1 << 64) - 1)
+
+
+def test_the_crc_of_a_join_is_combined_from_the_crcs_of_its_pieces():
+    assert crc64nvme(b"123456789") == 0xAE8B14860A799888, "the catalogue's check value"
+    pieces = [b"", b"a", data(3, 1000), data(4, 4099), b"\0" * 77]
+    for a in pieces:
+        for b in pieces:
+            combined = moto_s3_memory.crc_combine(zlib.crc32(a), zlib.crc32(b), len(b), 0xEDB88320, 32)
+            assert combined == zlib.crc32(a + b)
+            if len(a) + len(b) < 2000:
+                combined = moto_s3_memory.crc_combine(crc64nvme(a), crc64nvme(b), len(b), 0x9A6C9329AC4BC9B5, 64)
+                assert combined == crc64nvme(a + b)
+
+
+def test_completing_reads_no_part_again_for_a_full_object_crc(ours, monkeypatch):
+    crc32 = {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"}
+    multipart = models.FakeMultipart("k", crc32, **ACCOUNT)
+    parts = [data(1, 5 * MIB), data(2, 5 * MIB + 7), data(3, 1000)]
+    etags = [(n, multipart.set_part(n, part).etag) for n, part in enumerate(parts, start=1)]
+
+    class Unread:
+        def crc32(self, *_):
+            raise AssertionError("a part read again at completion")
+
+    monkeypatch.setattr(moto_s3_memory, "binascii", Unread())
+    _, _, (kind, checksum, count) = multipart.complete(iter(etags))
+    assert (kind, count) == ("FULL_OBJECT", 1)
+    assert checksum == base64.b64encode(zlib.crc32(b"".join(parts)).to_bytes(4, "big")).decode()
