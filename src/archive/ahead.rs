@@ -1,4 +1,4 @@
-//! The parts being decoded ahead of the writer (at most `archive.decode_threads` + 1 at
+//! The parts being decoded ahead of the writer (at most `archive.decode_threads` + 2 at
 //! once), and the writer copying each, in manifest order, into the entry: while a part is still
 //! being decoded, the bytes its decoding has settled ([`Settled`]: decoded, spilled to local
 //! disk, and changed by the edits recorded so far alone), then, once it has ended and been
@@ -66,8 +66,11 @@ impl Ahead {
             queue: VecDeque::new(),
             planner,
         };
-        // One more than can decode at once, so a permit never waits for a GET to start.
-        for _ in 0..=archiver.decode_threads {
+        // Two more than can decode at once: one so that a permit never waits for a GET to
+        // start, and one so that the decoders go on while the writer is behind (it copies a
+        // part while the part after it is decoded; with one fewer, decoding paused whenever
+        // the writer was slower than both decoders, as when the spill disk throttles writes).
+        for _ in 0..=archiver.decode_threads + 1 {
             ahead.spawn(archiver, budget);
         }
         ahead
