@@ -130,15 +130,15 @@ def _complete(self, body):
 
 def _full_checksum(values, algorithm):
     """moto's compute_checksum of the parts' join (base64 text), computed part after part."""
-    if algorithm == "CRC64NVME" and HAS_CRT:
+    kind = _crc_kind(algorithm)
+    if kind == "CRC64NVME":
         from awscrt import checksums
 
         crc = 0
         for value in values:
             crc = checksums.crc64nvme(value, crc)
         return base64.b64encode(crc.to_bytes(8, "big")).decode()
-    if algorithm in ("CRC32", "CRC64NVME") or (algorithm == "CRC32C" and not _has_crc32c()):
-        # moto falls back to CRC-32 when the library for its algorithm is missing.
+    if kind == "CRC32":
         crc = 0
         for value in values:
             crc = binascii.crc32(value, crc)
@@ -156,7 +156,8 @@ _CRCS = {"CRC32": (0xEDB88320, 32), "CRC64NVME": (0x9A6C9329AC4BC9B5, 64)}
 
 
 def _crc_kind(algorithm):
-    """The CRC moto computes for a full-object checksum of `algorithm`, if it is one of _CRCS."""
+    """The CRC moto computes for a full-object checksum of `algorithm`, if it is one of _CRCS
+    (moto falls back to CRC-32 when the library for its algorithm is missing)."""
     if algorithm == "CRC64NVME" and HAS_CRT:
         return "CRC64NVME"
     if algorithm in ("CRC32", "CRC64NVME") or (algorithm == "CRC32C" and not _has_crc32c()):
