@@ -94,9 +94,7 @@ def _complete(self, body):
     checksums = models.MultipartChecksumBuilder(
         self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
     )
-    values = []
     md5s = bytearray()
-    last = None
     chosen = []
     for part_number, etag in body:
         part = self.parts.get(part_number)
@@ -106,14 +104,13 @@ def _complete(self, body):
             etag = etag.replace('"', "")
         if part is None or part_etag != etag:
             raise InvalidPart()
-        if last is not None and last.contentsize < models.S3_UPLOAD_PART_MIN_SIZE:
+        if chosen and chosen[-1].contentsize < models.S3_UPLOAD_PART_MIN_SIZE:
             raise EntityTooSmall()
         md5s.extend(bytes.fromhex(part_etag))
         chosen.append(part)
-        values.append(part.value)
-        last = part
-    if not values:
+    if not chosen:
         raise MalformedXML
+    values = [part.value for part in chosen]
 
     if checksums.checksum_type == "COMPOSITE":
         for value in values:
