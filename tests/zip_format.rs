@@ -83,7 +83,8 @@ fn more_than_65535_entries_use_zip64_end_records_that_readers_accept() {
     assert_eq!(u32_at(&out, zip64_end), 0x0606_4b50, "ZIP64 end record");
     assert_eq!(u64_at(&out, zip64_end + 32), u64::from(count));
 
-    let path = std::env::temp_dir().join(format!("zip64-{}.zip", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zip64-{}.zip", std::process::id()));
     std::fs::write(&path, &out).unwrap();
     unzip_tests(&path);
     let python = python(
@@ -167,7 +168,8 @@ fn a_single_entry_above_4_gib_joined_from_gzip_parts_reads_back_byte_for_byte() 
         })
         .collect();
     let header = b"id,text\n";
-    let path = std::env::temp_dir().join(format!("zip64-single-{}.zip", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zip64-single-{}.zip", std::process::id()));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let mut zip = ZipWriter::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let (mut out, mut raw) = (Vec::new(), Vec::new());

@@ -51,6 +51,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A path for a file the tests write (a downloaded archive, a daemon's log): in the directory
+/// Cargo keeps for integration tests under the target directory, not the system's `/tmp`, so a
+/// test run leaves nothing outside the build and `cargo clean` removes it.
+pub fn scratch(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
 /// A queue and its dead-letter queue of their own: (name, queue URL, dead-letter URL).
 async fn new_queues() -> (String, String, String) {
     let sqs = sqs();
@@ -88,7 +95,7 @@ impl Daemon {
     /// Like [`Daemon::start`], with the daemon's log (stderr) written to the returned file.
     pub async fn start_logged(overrides: &[(&str, &str)]) -> (Daemon, PathBuf) {
         let (name, queue_url, dlq_url) = new_queues().await;
-        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let log = scratch(&format!("{name}.log"));
         (
             Self::start_on(queue_url, dlq_url, overrides, Some(&log)),
             log,

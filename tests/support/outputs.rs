@@ -19,7 +19,7 @@ pub async fn download_archive(key: &str) -> (PathBuf, Vec<u8>) {
         .unwrap()
         .into_bytes()
         .to_vec();
-    let path = std::env::temp_dir().join(format!("{}.zip", testkit::unique("archive")));
+    let path = scratch(&format!("{}.zip", testkit::unique("archive")));
     std::fs::write(&path, &body).unwrap();
     (path, body)
 }
@@ -198,7 +198,7 @@ pub fn read_parquet_zip(path: &Path) -> Vec<ParquetEntry> {
 
 /// Checks an event against schema/event.json with Python's jsonschema; returns the problems.
 pub fn event_schema_errors(event: &Value) -> Vec<String> {
-    let path = std::env::temp_dir().join(format!("{}.json", testkit::unique("event")));
+    let path = scratch(&format!("{}.json", testkit::unique("event")));
     std::fs::write(&path, event.to_string()).unwrap();
     let result = inspect("event", &path);
     result["errors"]
@@ -290,7 +290,7 @@ pub async fn ses_mail(rid: &str) -> (Value, Value) {
         if let Some(raw) = m["raw"].as_str()
             && raw.contains(rid)
         {
-            let path = std::env::temp_dir().join(format!("{}.eml", testkit::unique("ses")));
+            let path = scratch(&format!("{}.eml", testkit::unique("ses")));
             std::fs::write(&path, raw).unwrap();
             return (m["destinations"].clone(), inspect("mime", &path));
         }
