@@ -51,9 +51,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A path for a file the tests write (a downloaded archive, a daemon's log): in the directory
-/// Cargo keeps for integration tests under the target directory, not the system's `/tmp`, so a
-/// test run leaves nothing outside the build and `cargo clean` removes it.
+/// A path for a file the harness writes (a downloaded archive, a daemon's log): in the directory
+/// Cargo keeps for integration tests under the target directory rather than the system's
+/// `/tmp`, where nothing removed them; it is there to read after a failed test until
+/// `cargo clean`.
 pub fn scratch(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
