@@ -3,6 +3,7 @@
 `Connection: close`. One connection carries requests with bodies moto reads, bodies it may leave
 unread, and requests without bodies, and every answer is the right one. A small answer leaves in
 one piece, headers with body, and a client that expects `100 Continue` gets it before it sends.
+Request headers are read into the message the standard library's e-mail parser would build.
 """
 
 import http.client
@@ -16,7 +17,7 @@ import boto3
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "devstack", "lib"))
-from moto_keepalive import _Body, _readall  # noqa: E402
+from moto_keepalive import _Body, _readall, parse_headers  # noqa: E402
 from werkzeug.exceptions import ClientDisconnected  # noqa: E402
 from werkzeug.wsgi import LimitedStream  # noqa: E402
 
@@ -153,3 +154,48 @@ def test_a_client_that_expects_100_continue_gets_it_before_sending_the_body(buck
             answer += sock.recv(1 << 16)
         assert answer.startswith(b"HTTP/1.1 200"), answer
     assert s3.get_object(Bucket=bucket, Key="continued")["Body"].read() == body
+
+
+HEADER_BLOCKS = [
+    # What the SDKs send: plain lines, repeated names, blanks after the colon or none, empty values.
+    b"Host: 127.0.0.1:45566\r\nContent-Length: 12\r\nx-amz-date:20261204T010203Z\r\n"
+    b"X-Amz-Meta-A:  two  spaces \r\nX-Amz-Meta-A: again\r\nEmpty:\r\nTab:\tvalue\r\n\r\n",
+    b"Host: h\nBare-Newlines: yes\n\n",
+    b"Latin-1: caf\xe9\r\n\r\n",
+    # The input ends without the blank line.
+    b"Host: h\r\n",
+    b"\r\n",
+    # Not plain lines: the e-mail parser decides.
+    b"Folded: first\r\n  second\r\nHost: h\r\n\r\n",
+    b"Host: h\r\nno colon here\r\nAfter: x\r\n\r\n",
+    b"Name With Space: x\r\n\r\n",
+    b": no name\r\n\r\n",
+    b"Carriage: a\rb\r\n\r\n",
+    b"From nobody Thu Dec  4 01:02:03 2026\r\nHost: h\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("block", HEADER_BLOCKS)
+def test_headers_read_as_the_email_parser_reads_them(block):
+    ours = parse_headers(io.BytesIO(block + b"body after the headers"))
+    theirs = http.client.parse_headers(io.BytesIO(block + b"body after the headers"))
+    assert type(ours) is type(theirs)
+    assert ours.items() == theirs.items()
+    assert ours.get_payload() == theirs.get_payload()
+    assert ours.get_unixfrom() == theirs.get_unixfrom()
+    assert [type(d) for d in ours.defects] == [type(d) for d in theirs.defects]
+    assert ours.get("content-length") == theirs.get("content-length")
+
+
+def test_headers_stop_at_the_blank_line_and_leave_the_body_unread():
+    fp = io.BytesIO(b"Host: h\r\nContent-Length: 4\r\n\r\nbody")
+    assert parse_headers(fp)["Content-Length"] == "4"
+    assert fp.read() == b"body"
+
+
+def test_plain_header_lines_are_not_handed_to_the_email_parser(monkeypatch):
+    import email.parser
+
+    monkeypatch.setattr(email.parser, "Parser", None)
+    for block in HEADER_BLOCKS[:5]:
+        parse_headers(io.BytesIO(block))
