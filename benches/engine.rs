@@ -3,7 +3,8 @@
 //! anything that verifies). `scripts/bench` runs it on the parts a real UNLOAD wrote:
 //! `cargo bench --bench engine -- DIR`; without a directory it generates UNLOAD-like parts:
 //! `cargo bench --bench engine -- [MiB of CSV] [parts]`. Every engine runs `ENGINE_REPEATS` times
-//! (3), interleaved, and its fastest run counts. The last line it prints is the result
+//! (3), interleaved, and its fastest run counts; `ENGINE_ONLY=text` runs only the engines whose
+//! names contain `text` (and the inflate-only floor). The last line it prints is the result
 //! as JSON.
 
 use std::io::Write;
@@ -361,6 +362,14 @@ fn main() {
         .and_then(|r| r.parse::<usize>().ok())
         .unwrap_or(3)
         .max(1);
+    // ENGINE_ONLY=text runs the floor and the engines whose names contain `text`.
+    let only = std::env::var("ENGINE_ONLY").unwrap_or_default();
+    let all: Vec<_> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (name, _))| *i == 0 || name.contains(only.as_str()))
+        .map(|(_, engine)| engine)
+        .collect();
     let mut best: Vec<Option<Run>> = all.iter().map(|_| None).collect();
     for round in 0..repeats {
         for ((name, f), best) in all.iter().zip(&mut best) {
