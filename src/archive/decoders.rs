@@ -13,10 +13,8 @@
 //! the parts of one archive still finish nearly in order.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -154,17 +152,6 @@ impl Drop for Permit {
             });
         }
     }
-}
-
-/// Awaits a part's next input, giving up its decoder permit first when the input is not there
-/// yet: a permit is held only while there is something to decode.
-pub(super) async fn ready_or_release<F: Future>(next: F, held: &mut Option<Permit>) -> F::Output {
-    let mut next = std::pin::pin!(next);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
-        return out;
-    }
-    *held = None;
-    next.await
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 //! on its ETag, so it is the same object). A part that fits in one batch (256 KiB) is kept in
 //! memory from the first read instead. The decoding of several parts runs at once on the
 //! blocking pool, at most `archive.decode_threads` parts in the whole process, ahead of the
-//! writing, which takes the parts in manifest order. Memory per part being decoded is one
-//! batch of input plus the decoder's buffers (about 1 MiB); a part is never held whole unless
-//! it is one batch. A single large part is decoded by one thread; many parts use every core.
+//! writing, which takes the parts in manifest order. Memory per part being decoded is up to
+//! four batches of input (the one being decoded, [`QUEUED`] read ahead, one being read: 1 MiB)
+//! plus the decoder's buffers (about 1 MiB); a part is never held whole unless it is one batch. A single large part is decoded by one thread; many parts use every core.
 //!
 //! A part of several gzip members in `parts` is read a third time, joined member by member.
 //! Recompression, the fallback, is in `recompress.rs`.
@@ -23,13 +23,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::ahead::{Ahead, Settled};
-use super::decoders::{Decoders, Permit, ready_or_release};
+use super::decoders::{Decoders, Permit};
 use super::deflate::{PassError, PassThrough};
 use super::edits::{Edit, Edits};
 use super::join::{self, JoinError, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
-use super::read::Reader;
+use super::read::{PartRead, Reader};
 use super::sink::MultipartSink;
 use super::spill::{Spill, Spilled, Spiller};
 use super::zip::ZipWriter;
@@ -162,13 +162,21 @@ pub(super) struct PartRef {
     pub(super) length: Option<u64>,
 }
 
-/// Decodes one part on the blocking pool, a batch at a time, and spills it to local disk as it
-/// goes when there is room, telling the writer how much of it is settled ([`Settled`]). The
-/// part keeps its decoder permit from one batch to the next while its input is ready, and
-/// gives it up only to wait for the input: parts decoding at once then finish in the order
-/// they started (the writer's order) instead of all together, and the writer, copying the
-/// first part's settled bytes as they come, starts the upload with the decoding.
-async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError> {
+/// Batches of a part read while its decoder works on the one before: the decoder goes on to the
+/// next one without waiting for the async thread, which is busy with every part's reads and
+/// the archive's writes and, on a machine with few cores, often waits its turn behind a
+/// decoder.
+const QUEUED: usize = 2;
+
+/// Decodes one part on the blocking pool and spills it to local disk as it goes when there is
+/// room, telling the writer how much of it is settled ([`Settled`]). A part of one batch is
+/// decoded at once and kept in memory. A longer one is read on the async thread into a queue of
+/// [`QUEUED`] batches, which one blocking thread decodes in turn for the whole part. The part
+/// keeps its decoder permit from one batch to the next while its input is ready, and gives it
+/// up only to wait for the input: parts decoding at once then finish in the order they started
+/// (the writer's order) instead of all together, and the writer, copying the first part's
+/// settled bytes as they come, starts the upload with the decoding.
+async fn plan<C: Codec>(part: Part, codec: C) -> Result<Planned, BuildError> {
     let Part {
         reader,
         spiller,
@@ -178,67 +186,96 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         ticket,
         settled,
     } = part;
-    let mut published = 0;
     // A part of one batch is kept in memory; one of unknown length is read again.
-    let mut spill = length
+    let spill = length
         .filter(|&l| l > BATCH as u64)
         .and_then(|l| spiller.reserve(l));
     let mut body = reader.open(&key, length, None).await?;
     let etag = body.etag().cloned();
-    let (mut batch, mut raw) = (Vec::with_capacity(BATCH), Vec::new());
-    let mut read = 0u64;
-    let mut more = true;
-    let mut bytes = None;
-    let mut held: Option<Permit> = None;
-    while more {
-        match ready_or_release(body.next(), &mut held).await? {
-            Some(chunk) => {
-                batch.extend_from_slice(&chunk);
-                if batch.len() < BATCH {
-                    continue;
+    let mut decoding = Decoding {
+        key,
+        codec,
+        raw: Vec::new(),
+        spill,
+        read: 0,
+        published: 0,
+        budget,
+        settled,
+    };
+    let (first, more) = next_batch(&mut body).await?;
+    let bytes = if more {
+        let name = decoding.key.clone();
+        let (queue, mut batches) = tokio::sync::mpsc::channel(QUEUED);
+        let decoder = tokio::runtime::Handle::current();
+        let decode = tokio::task::spawn_blocking(move || {
+            let mut held: Option<Permit> = None;
+            let mut batch = Some(first);
+            while let Some(input) = batch.take() {
+                // Kept unless a part started before this one waits for it.
+                let permit = match held.take().filter(|p| !p.owed()) {
+                    Some(permit) => permit,
+                    None => decoder.block_on(decoders.acquire(ticket)),
+                };
+                decoding.batch(&input)?;
+                held = Some(permit);
+                batch = match batches.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                        held = None;
+                        batches.blocking_recv()
+                    }
+                };
+            }
+            Ok::<_, BuildError>(decoding)
+        });
+        let read = async move {
+            loop {
+                let (batch, more) = next_batch(&mut body).await?;
+                if !batch.is_empty() && queue.send(batch).await.is_err() {
+                    // The decoder stopped: its own error says why.
+                    return Ok(());
+                }
+                if !more {
+                    return Ok::<_, BuildError>(());
                 }
             }
-            None => more = false,
-        }
-        if !more && read == 0 {
-            bytes = Some(batch.clone());
-        }
-        read += batch.len() as u64;
-        // Kept unless a part started before this one waits for it.
-        let permit = match held.take().filter(|p| !p.owed()) {
-            Some(permit) => permit,
-            None => decoders.acquire(ticket).await,
         };
-        let name = key.clone();
-        let inline = batch.len() <= INLINE && spill.is_none();
-        let decode = move || {
-            let fed = codec.feed(&name, &batch, &mut raw);
-            // A part that fails to decode is not read again: nothing to keep.
-            let spill = spill.filter(|_| fed.is_ok()).and_then(|s| s.write(&batch));
-            batch.clear();
-            raw.clear();
-            (codec, batch, raw, spill, fed, permit)
-        };
-        let (c, b, r, s, fed, permit) = if inline {
-            decode()
+        let (read, decoded) = tokio::join!(read, decode);
+        // A read that failed ended the queue early: its error, not the truncation, is the cause.
+        read?;
+        decoding =
+            decoded.map_err(|e| JobError::Archive(format!("decoding {name} ended: {e}")))??;
+        None
+    } else {
+        let name = decoding.key.clone();
+        let permit = decoders.acquire(ticket).await;
+        let inline = first.len() <= INLINE && decoding.spill.is_none();
+        let (d, fed) = if inline {
+            let fed = decoding.batch(&first);
+            (decoding, fed)
         } else {
-            tokio::task::spawn_blocking(decode)
-                .await
-                .map_err(|e| JobError::Archive(format!("decoding {key} ended: {e}")))?
+            let batch = first.clone();
+            tokio::task::spawn_blocking(move || {
+                let fed = decoding.batch(&batch);
+                (decoding, fed)
+            })
+            .await
+            .map_err(|e| JobError::Archive(format!("decoding {name} ended: {e}")))?
         };
-        (codec, batch, raw, spill, held) = (c, b, r, s, Some(permit));
+        drop(permit);
+        decoding = d;
         fed?;
-        budget.check(&key, read, codec.inflated())?;
-        if let Some((upto, edits)) = codec.early()
-            && upto > published
-            && let Some(from) = spill.as_ref().and_then(Spill::reader)
-        {
-            published = upto;
-            let edits = edits.clone();
-            settled.send_replace(Some(Settled { upto, edits, from }));
-        }
-    }
-    drop(held);
+        Some(first)
+    };
+    let Decoding {
+        key,
+        codec,
+        mut raw,
+        spill,
+        read,
+        ..
+    } = decoding;
     let (edits, crc, size, compressed) = codec.done(&key, &mut raw)?;
     Ok(Planned {
         etag,
@@ -251,6 +288,61 @@ async fn plan<C: Codec>(part: Part, mut codec: C) -> Result<Planned, BuildError>
         bytes,
         key,
     })
+}
+
+/// The next batch of a part's body (up to [`BATCH`] bytes) and whether more follows.
+async fn next_batch(body: &mut PartRead) -> Result<(Vec<u8>, bool), BuildError> {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(chunk) = body.next().await? {
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= BATCH {
+            return Ok((batch, true));
+        }
+    }
+    Ok((batch, false))
+}
+
+/// A part being decoded: its codec, its spill file and what the writer has been told.
+struct Decoding<C> {
+    key: String,
+    codec: C,
+    raw: Vec<u8>,
+    spill: Option<Spill>,
+    /// The part's bytes decoded so far.
+    read: u64,
+    /// How much of the part the writer has been told is settled.
+    published: u64,
+    budget: Budget,
+    settled: Arc<watch::Sender<Option<Settled>>>,
+}
+
+impl<C: Codec> Decoding<C> {
+    /// Decodes the next batch of the part, spills it, checks the export's budget and tells the
+    /// writer what has become final.
+    fn batch(&mut self, batch: &[u8]) -> Result<(), BuildError> {
+        self.read += batch.len() as u64;
+        let fed = self.codec.feed(&self.key, batch, &mut self.raw);
+        self.raw.clear();
+        // A part that fails to decode is not read again: nothing to keep.
+        self.spill = self
+            .spill
+            .take()
+            .filter(|_| fed.is_ok())
+            .and_then(|s| s.write(batch));
+        fed?;
+        self.budget
+            .check(&self.key, self.read, self.codec.inflated())?;
+        if let Some((upto, edits)) = self.codec.early()
+            && upto > self.published
+            && let Some(from) = self.spill.as_ref().and_then(Spill::reader)
+        {
+            self.published = upto;
+            let edits = edits.clone();
+            self.settled
+                .send_replace(Some(Settled { upto, edits, from }));
+        }
+        Ok(())
+    }
 }
 
 /// How a part is decoded for its layout.
