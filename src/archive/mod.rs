@@ -19,6 +19,7 @@
 //!   Parquet).
 
 mod ahead;
+mod codec;
 mod decoders;
 pub mod deflate;
 pub mod edits;

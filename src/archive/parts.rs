@@ -23,17 +23,18 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::ahead::{Ahead, Settled};
+use super::codec::Codec;
 use super::decoders::{Decoders, Permit};
-use super::deflate::{PassError, PassThrough};
+use super::deflate::PassThrough;
 use super::edits::{Edit, Edits};
-use super::join::{self, JoinError, Joiner};
+use super::join::{self, Joiner};
 use super::limits::Budget;
 use super::manifest::ManifestEntry;
 use super::read::{PartRead, Reader};
 use super::sink::MultipartSink;
 use super::spill::{Spill, Spilled, Spiller};
 use super::zip::ZipWriter;
-use super::{Archiver, BuildError, Plan, corrupt};
+use super::{Archiver, BuildError, Plan};
 use crate::error::JobError;
 
 /// Input handed to a decoder at once (S3's chunks are much smaller).
@@ -58,65 +59,6 @@ pub(super) struct Planned {
     pub(super) bytes: Option<Vec<u8>>,
     /// The part on local disk, when there was room: S3 is not read again.
     pub(super) spilled: Option<Spilled>,
-}
-
-/// What turns a part's gzip bytes into an entry's DEFLATE bytes, verifying them.
-trait Codec: Send + 'static {
-    fn feed(&mut self, part: &str, chunk: &[u8], raw: &mut Vec<u8>) -> Result<(), BuildError>;
-    /// Data bytes decoded so far.
-    fn inflated(&self) -> u64;
-    /// Ends the part: (edits, crc, size, compressed size).
-    fn done(self, part: &str, raw: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError>;
-    /// The part's bytes before the offset are final and its edits so far are all of theirs
-    /// ([`Joiner::settled`]); `None`: nothing is final before the part ends.
-    fn early(&self) -> Option<(u64, &Edits)> {
-        None
-    }
-}
-
-impl Codec for PassThrough {
-    fn feed(&mut self, part: &str, chunk: &[u8], raw: &mut Vec<u8>) -> Result<(), BuildError> {
-        match PassThrough::feed(self, chunk, raw) {
-            Ok(()) => Ok(()),
-            Err(PassError::MultiMember) => Err(BuildError::Fallback(format!(
-                "{part} has several gzip members"
-            ))),
-            Err(e) => Err(corrupt(part, e).into()),
-        }
-    }
-
-    fn inflated(&self) -> u64 {
-        PassThrough::inflated(self)
-    }
-
-    fn done(self, part: &str, _: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError> {
-        let edits = self.edits();
-        let (crc, compressed, size) = self.finish().map_err(|e| corrupt(part, e))?;
-        Ok((edits, crc, size, compressed))
-    }
-}
-
-impl Codec for Joiner {
-    fn feed(&mut self, part: &str, chunk: &[u8], raw: &mut Vec<u8>) -> Result<(), BuildError> {
-        Joiner::feed(self, chunk, raw).map_err(|e| refused(part, e))
-    }
-
-    fn inflated(&self) -> u64 {
-        Joiner::inflated(self)
-    }
-
-    fn done(self, part: &str, raw: &mut Vec<u8>) -> Result<(Edits, u32, u64, u64), BuildError> {
-        let j = self.finish(raw).map_err(|e| refused(part, e))?;
-        Ok((j.edits, j.crc.finalize(), j.size, j.compressed))
-    }
-
-    fn early(&self) -> Option<(u64, &Edits)> {
-        Some((self.settled(), self.edits()))
-    }
-}
-
-fn refused(part: &str, e: JoinError) -> BuildError {
-    BuildError::Fallback(format!("{part}: {e}"))
 }
 
 /// A part of the upload bucket to decode, with the export's budget and the process's decoder
