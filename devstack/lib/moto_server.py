@@ -4,7 +4,8 @@ moto runs in-process (ThreadedMotoServer) rather than as `moto_server` because i
 /moto-api/data.json dump fails once S3 holds multipart objects; running in-process lets the
 outbox endpoint read the SES backend directly. It also lets moto_dynamodb_fix make moto's
 DynamoDB transactions atomic and isolated, as DynamoDB's are, and moto_keepalive keep its
-connections open between requests, as AWS's endpoints do, and moto_s3_memory keep its S3
+connections open between requests, as AWS's endpoints do, moto_dispatch find the service a
+request is for once per host instead of once per request, and moto_s3_memory keep its S3
 objects in memory and complete multipart uploads without copying each object five times, before
 the server starts.
 
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.ses.models import ses_backends
 
+import moto_dispatch
 import moto_dynamodb_fix
 import moto_keepalive
 import moto_s3_memory
@@ -71,6 +73,7 @@ def main():
 
     moto_dynamodb_fix.install()
     moto_keepalive.install()
+    moto_dispatch.install()
     moto_s3_memory.install()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     moto.start()
