@@ -21,6 +21,12 @@ unchanged: the same validation in the same order (InvalidPart, EntityTooSmall, M
 the same ETag (the MD5 of the object; for an upload, of the parts' MD5s, `-<count>`), the same
 checksum, type and part count, a deleted object's value unreadable. The local stack holds its
 objects in memory: about the size of the data the exports in it have unloaded and archived.
+
+moto also keeps every object and upload it ever made in a list of its class (for its dashboard
+and `reset`), so a deleted object's bytes were never given back: the local stack grew by all
+the data ever unloaded and archived in it, a gigabyte per export in scripts/bench. install()
+makes those lists hold their objects weakly, so a deleted object is freed once nothing reads
+it; `reset` still reaches every live one.
 """
 
 import base64
@@ -28,6 +34,7 @@ import binascii
 import functools
 import hashlib
 import io
+import weakref
 import zlib
 
 from moto.core.compat import HAS_CRT
@@ -233,6 +240,23 @@ def _has_crc32c():
     return True
 
 
+class _Tracked:
+    """moto's list of a model's instances (`instances_tracked`), holding them weakly: the
+    objects moto's backends still hold, in no particular order."""
+
+    def __init__(self):
+        self._live = weakref.WeakSet()
+
+    def append(self, instance):
+        self._live.add(instance)
+
+    def __iter__(self):
+        return iter(list(self._live))
+
+    def __len__(self):
+        return len(self._live)
+
+
 _shipped_set_part = models.FakeMultipart.set_part
 
 
@@ -242,3 +266,5 @@ def install():
     models.FakeKey.etag = property(_etag)
     models.FakeMultipart.complete = _complete
     models.FakeMultipart.set_part = _set_part
+    models.FakeKey.instances_tracked = _Tracked()
+    models.FakeMultipart.instances_tracked = _Tracked()

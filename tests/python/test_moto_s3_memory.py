@@ -5,8 +5,10 @@ and errors are exactly those of moto as shipped; what changes is that an object 
 """
 
 import base64
+import gc
 import os
 import sys
+import weakref
 import zlib
 
 import pytest
@@ -28,6 +30,8 @@ def ours(monkeypatch):
         (models.FakeKey, "etag"),
         (models.FakeMultipart, "complete"),
         (models.FakeMultipart, "set_part"),
+        (models.FakeKey, "instances_tracked"),
+        (models.FakeMultipart, "instances_tracked"),
     ]:
         monkeypatch.setattr(cls, name, cls.__dict__[name])
     moto_s3_memory.install()
@@ -110,6 +114,28 @@ def test_a_completed_upload_is_joined_when_first_read_and_unreadable_once_delete
     gone.dispose()
     with pytest.raises(ValueError):
         gone.value
+
+
+def deleted_object_lives_on():
+    """Whether an object put and deleted through moto's S3 backend is still in memory."""
+    backend = models.S3Backend("us-east-1", ACCOUNT["account_id"])
+    bucket = f"memory-{os.getpid()}"
+    backend.create_bucket(bucket, "us-east-1")
+    key = weakref.ref(backend.put_object(bucket, "k", data(3, 2 * MIB)))
+    assert backend.get_object(bucket, "k").value == data(3, 2 * MIB)
+    backend.delete_object(bucket, "k")
+    gc.collect()
+    alive = key() is not None
+    backend.reset()
+    return alive
+
+
+def test_a_deleted_object_is_given_back(request):
+    assert deleted_object_lives_on(), "moto as shipped keeps every object it made"
+    request.getfixturevalue("ours")
+    assert not deleted_object_lives_on()
+    live = models.FakeKey("live", data(4, 1000), **ACCOUNT)
+    assert list(models.FakeKey.instances_tracked) == [live], "reset still reaches live ones"
 
 
 def crc64nvme(data):
