@@ -1,7 +1,8 @@
 //! The parts being decoded ahead of the writer (at most `archive.decode_threads` + 2 at
 //! once), and the writer copying each, in manifest order, into the entry: while a part is still
-//! being decoded, the bytes its decoding has settled ([`Settled`]: decoded, spilled to local
-//! disk, and changed by the edits recorded so far alone), then, once it has ended and been
+//! being decoded, the bytes its decoding has settled ([`Settled`]: decoded, spilled (to the
+//! spill's window in memory or to local disk), and changed by the edits recorded so far
+//! alone), then, once it has ended and been
 //! verified, the rest. The upload of a `single` archive thus starts with the first part's
 //! decoding rather than after it. Bytes copied early reach only the archive's multipart
 //! upload, which is completed after every part has been verified and aborted otherwise.
@@ -30,8 +31,8 @@ const FROM_MEMORY: &str = "memory";
 const FROM_SPILL: &str = "spill";
 const FROM_S3: &str = "s3";
 
-/// What the writer may copy of a part still being decoded: its bytes before `upto`, on local
-/// disk (`from` reads them), are decoded and changed by `edits` alone. The part's CRC-32 and
+/// What the writer may copy of a part still being decoded: its bytes before `upto`, spilled
+/// (`from` reads them), are decoded and changed by `edits` alone. The part's CRC-32 and
 /// trailer are checked only at its end, and the archive is completed only after that.
 #[derive(Clone)]
 pub(super) struct Settled {
@@ -165,10 +166,16 @@ impl Archiver {
                     Err(_) => break (&mut task).await,
                 },
             };
-            let Some(now) = now else { continue };
-            let read = early.get_or_insert(now.from);
-            apply.update(&now.edits);
-            while let Some(chunk) = read.next_before(now.upto).await? {
+            let Some(Settled { upto, edits, from }) = now else {
+                continue;
+            };
+            let read = early.get_or_insert_with(|| {
+                let mut read = from;
+                read.follow();
+                read
+            });
+            apply.update(&edits);
+            while let Some(chunk) = read.next_before(upto).await? {
                 apply.feed(&chunk, &mut raw);
                 zip.write(&raw, out);
                 raw.clear();
@@ -183,7 +190,7 @@ impl Archiver {
         apply.update(&planned.edits);
         let mut body = if let Some(bytes) = planned.bytes.take() {
             self.count_reread(FROM_MEMORY);
-            Again::Memory(Some(bytes.into()))
+            Again::Memory(Some(bytes))
         } else if let Some(spilled) = &planned.spilled {
             self.count_reread(FROM_SPILL);
             // Read on from where the copying stopped.

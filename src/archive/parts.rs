@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::ahead::{Ahead, Settled};
@@ -56,7 +57,7 @@ pub(super) struct Planned {
     /// The part's bytes.
     pub(super) length: u64,
     /// The whole part, when it came in one batch: it is not read again.
-    pub(super) bytes: Option<Vec<u8>>,
+    pub(super) bytes: Option<Bytes>,
     /// The part on local disk, when there was room: S3 is not read again.
     pub(super) spilled: Option<Spilled>,
 }
@@ -152,13 +153,13 @@ async fn plan<C: Codec>(part: Part, codec: C) -> Result<Planned, BuildError> {
         let decode = tokio::task::spawn_blocking(move || {
             let mut held: Option<Permit> = None;
             let mut batch = Some(first);
-            while let Some(input) = batch.take() {
+            while let Some(input) = batch.take().map(Bytes::from) {
                 // Kept unless a part started before this one waits for it.
                 let permit = match held.take().filter(|p| !p.owed()) {
                     Some(permit) => permit,
                     None => decoder.block_on(decoders.acquire(ticket)),
                 };
-                decoding.batch(&input)?;
+                decoding.batch(input)?;
                 held = Some(permit);
                 batch = match batches.try_recv() {
                     Ok(next) => Some(next),
@@ -193,13 +194,14 @@ async fn plan<C: Codec>(part: Part, codec: C) -> Result<Planned, BuildError> {
         let name = decoding.key.clone();
         let permit = decoders.acquire(ticket).await;
         let inline = first.len() <= INLINE && decoding.spill.is_none();
+        let first = Bytes::from(first);
         let (d, fed) = if inline {
-            let fed = decoding.batch(&first);
+            let fed = decoding.batch(first.clone());
             (decoding, fed)
         } else {
             let batch = first.clone();
             tokio::task::spawn_blocking(move || {
-                let fed = decoding.batch(&batch);
+                let fed = decoding.batch(batch);
                 (decoding, fed)
             })
             .await
@@ -226,7 +228,7 @@ async fn plan<C: Codec>(part: Part, codec: C) -> Result<Planned, BuildError> {
         size,
         compressed,
         length: read,
-        spilled: spill.filter(|_| bytes.is_none()).and_then(Spill::seal),
+        spilled: spill.filter(|_| bytes.is_none()).map(Spill::seal),
         bytes,
         key,
     })
@@ -261,9 +263,9 @@ struct Decoding<C> {
 impl<C: Codec> Decoding<C> {
     /// Decodes the next batch of the part, spills it, checks the export's budget and tells the
     /// writer what has become final.
-    fn batch(&mut self, batch: &[u8]) -> Result<(), BuildError> {
+    fn batch(&mut self, batch: Bytes) -> Result<(), BuildError> {
         self.read += batch.len() as u64;
-        let fed = self.codec.feed(&self.key, batch, &mut self.raw);
+        let fed = self.codec.feed(&self.key, &batch, &mut self.raw);
         self.raw.clear();
         // A part that fails to decode is not read again: nothing to keep.
         self.spill = self
@@ -276,7 +278,7 @@ impl<C: Codec> Decoding<C> {
             .check(&self.key, self.read, self.codec.inflated())?;
         if let Some((upto, edits)) = self.codec.early()
             && upto > self.published
-            && let Some(from) = self.spill.as_ref().and_then(Spill::reader)
+            && let Some(from) = self.spill.as_ref().map(Spill::reader)
         {
             self.published = upto;
             let edits = edits.clone();

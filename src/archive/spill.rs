@@ -11,12 +11,17 @@
 //! whether an export succeeds, except when a spilled part cannot be read back as it was
 //! written (its CRC-32 is checked): then the attempt fails as transient ([`JobError::Spill`])
 //! and spilling stays off in this process, so the retry reads S3.
+//!
+//! The part the writer copies while it is decoded ([`SpillRead::follow`]) goes through a
+//! window in memory first ([`WINDOW`]): what the writer reads from there in time never reaches
+//! the file, and only what falls out of the window before it is read is written.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -63,7 +68,15 @@ impl Spiller {
         let permit = self.room.clone().try_acquire_many_owned(mib).ok()?;
         Some(Spill {
             spiller: self.clone(),
-            file: None,
+            shared: Arc::new(Shared {
+                file: OnceLock::new(),
+                held: Mutex::new(Held {
+                    batches: VecDeque::new(),
+                    len: 0,
+                    following: false,
+                    read_to: 0,
+                }),
+            }),
             room: u64::from(mib) * MIB,
             written: 0,
             crc: crc32fast::Hasher::new(),
@@ -103,11 +116,44 @@ impl Spiller {
     }
 }
 
+/// Bytes of the part the writer is copying while it is decoded that are kept in memory
+/// rather than written to disk: the writer, a little behind the decoding, takes them from
+/// there, and only what falls out of this window before it does goes to the file.
+const WINDOW: usize = 512 * 1024;
+
+/// A part's bytes not on disk, shared by its spill and its readers.
+struct Held {
+    /// Bytes fed but not written to the file, oldest first, each at its offset in the part.
+    batches: VecDeque<(u64, Bytes)>,
+    /// Their total length.
+    len: usize,
+    /// Set by the reader that copies the part while it is decoded ([`SpillRead::follow`]):
+    /// from then on bytes go through the window.
+    following: bool,
+    /// Where that reader has read to: bytes before it are never read again, so they leave the
+    /// window without being written.
+    read_to: u64,
+}
+
+/// The part's file, created at its first write, and its bytes kept in memory.
+struct Shared {
+    file: OnceLock<File>,
+    held: Mutex<Held>,
+}
+
+impl Shared {
+    /// Where the bytes on disk end, of those before `fed`: the window's bytes follow them.
+    /// Bytes the follower read from the window (before its `read_to`) may never have been
+    /// written.
+    fn disk_end(held: &Held, fed: u64) -> u64 {
+        held.batches.front().map_or(fed, |(at, _)| *at)
+    }
+}
+
 /// A part being spilled while it is decoded.
 pub(super) struct Spill {
     spiller: Spiller,
-    /// Created at the first write.
-    file: Option<Arc<File>>,
+    shared: Arc<Shared>,
     /// Bytes the reservation covers.
     room: u64,
     written: u64,
@@ -118,51 +164,80 @@ pub(super) struct Spill {
 }
 
 impl Spill {
-    /// Appends `bytes` (blocking I/O). `None`: the part is not spilled after all (no room
-    /// left, or the disk failed) and must be read again from S3.
-    pub(super) fn write(mut self, bytes: &[u8]) -> Option<Self> {
+    /// Appends `bytes`: to the window when the writer follows the part, else (and what the
+    /// window sheds) to the file (blocking I/O). `None`: the part is not spilled after all (no
+    /// room left, or the disk failed) and must be read again from S3; what was fed before
+    /// stays readable.
+    pub(super) fn write(mut self, bytes: Bytes) -> Option<Self> {
+        let at = self.written;
         self.written += bytes.len() as u64;
         if self.written > self.room {
             // The part is longer than its manifest said; its reader's checks judge it.
             return None;
         }
-        let done = match &self.file {
-            Some(file) => file.write_all_at(bytes, self.written - bytes.len() as u64),
-            None => self.spiller.create().and_then(|file| {
-                file.write_all_at(bytes, 0)?;
-                self.file = Some(Arc::new(file));
-                Ok(())
-            }),
+        self.crc.update(&bytes);
+        let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        let done = if held.following {
+            held.len += bytes.len();
+            held.batches.push_back((at, bytes));
+            self.shed(&mut held)
+        } else {
+            self.to_file(&bytes, at)
         };
+        drop(held);
         if let Err(e) = done {
             self.spiller.failed(&e);
             return None;
         }
-        self.crc.update(bytes);
         Some(self)
     }
 
+    /// Writes what the window holds beyond [`WINDOW`] to the file, except what its reader has
+    /// read already.
+    fn shed(&self, held: &mut Held) -> std::io::Result<()> {
+        while held.len > WINDOW
+            && let Some((at, bytes)) = held.batches.pop_front()
+        {
+            held.len -= bytes.len();
+            let read = usize::try_from(held.read_to.saturating_sub(at)).unwrap_or(usize::MAX);
+            if read < bytes.len() {
+                self.to_file(&bytes[read..], at + read as u64)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn to_file(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
+        let file = match self.shared.file.get() {
+            Some(file) => file,
+            None => {
+                let file = self.spiller.create()?;
+                self.shared.file.get_or_init(|| file)
+            }
+        };
+        file.write_all_at(bytes, at)
+    }
+
     /// Reads what has been written so far, while the part is still being written.
-    pub(super) fn reader(&self) -> Option<SpillRead> {
-        let file = self.file.clone()?;
-        Some(SpillRead::start(file, &self.spiller, &self.room_held))
+    pub(super) fn reader(&self) -> SpillRead {
+        SpillRead::start(&self.shared, &self.spiller, &self.room_held)
     }
 
     /// The part, all written.
-    pub(super) fn seal(self) -> Option<Spilled> {
-        Some(Spilled {
-            file: self.file?,
+    pub(super) fn seal(self) -> Spilled {
+        Spilled {
+            shared: self.shared,
             length: self.written,
             crc: self.crc.finalize(),
             spiller: self.spiller,
             room_held: self.room_held,
-        })
+        }
     }
 }
 
-/// A part on local disk, ready to be read back.
+/// A part on local disk (and, the last of it, perhaps in the window), ready to be read back.
 pub(super) struct Spilled {
-    file: Arc<File>,
+    shared: Arc<Shared>,
     length: u64,
     /// CRC-32 of what was written.
     crc: u32,
@@ -173,7 +248,7 @@ pub(super) struct Spilled {
 impl Spilled {
     /// Reads the part from its start.
     pub(super) fn read(&self) -> SpillRead {
-        SpillRead::start(self.file.clone(), &self.spiller, &self.room_held)
+        SpillRead::start(&self.shared, &self.spiller, &self.room_held)
     }
 
     /// The part's length.
@@ -211,24 +286,37 @@ impl Spiller {
 /// Reading a spilled part back, front to back; the part may still be being written.
 #[derive(Clone)]
 pub(super) struct SpillRead {
-    file: Arc<File>,
+    shared: Arc<Shared>,
     spiller: Spiller,
     offset: u64,
     crc: crc32fast::Hasher,
+    /// Whether this is the reader the window is kept for.
+    follower: bool,
     /// The file's room in the disk budget, given back when the file is closed.
     _room: Arc<OwnedSemaphorePermit>,
 }
 
 impl SpillRead {
-    /// Reading `file` from its start, its `room` held meanwhile.
-    fn start(file: Arc<File>, spiller: &Spiller, room: &Arc<OwnedSemaphorePermit>) -> Self {
+    /// Reading `shared` from its start, its `room` held meanwhile.
+    fn start(shared: &Arc<Shared>, spiller: &Spiller, room: &Arc<OwnedSemaphorePermit>) -> Self {
         SpillRead {
-            file,
+            shared: shared.clone(),
             spiller: spiller.clone(),
             offset: 0,
             crc: crc32fast::Hasher::new(),
+            follower: false,
             _room: room.clone(),
         }
+    }
+
+    /// Makes this the one reader that copies the part while it is decoded: the bytes fed from
+    /// now on are kept in memory for it (up to [`WINDOW`]) and those it has read are not
+    /// written to disk. No other reader may read the part after it.
+    pub(super) fn follow(&mut self) {
+        let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.following = true;
+        held.read_to = self.offset;
+        self.follower = true;
     }
 
     /// Bytes read so far.
@@ -243,13 +331,29 @@ impl SpillRead {
 
     /// The next bytes before offset `end` (written already), `None` there.
     pub(super) async fn next_before(&mut self, end: u64) -> Result<Option<Bytes>, JobError> {
-        let left = end.saturating_sub(self.offset);
-        if left == 0 {
+        if self.offset >= end {
             return Ok(None);
         }
+        let shared = self.shared.clone();
+        let (offset, disk_end) = (self.offset, {
+            let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(bytes) = self.take_held(&mut held, end) {
+                return Ok(Some(bytes));
+            }
+            if held.following && !self.follower && self.offset < held.read_to {
+                return Err(JobError::Spill(
+                    "a spilled part read behind the reader that follows it".into(),
+                ));
+            }
+            Shared::disk_end(&held, end)
+        });
+        let left = disk_end.min(end).saturating_sub(offset);
         let len = usize::try_from(left).map_or(READ, |left| left.min(READ));
-        let (file, offset) = (self.file.clone(), self.offset);
         let read = tokio::task::spawn_blocking(move || {
+            let file = shared
+                .file
+                .get()
+                .ok_or_else(|| std::io::Error::other("no spill file"))?;
             let mut buf = vec![0; len];
             file.read_exact_at(&mut buf, offset).map(|()| buf)
         })
@@ -263,131 +367,33 @@ impl SpillRead {
         self.crc.update(&buf);
         Ok(Some(Bytes::from(buf)))
     }
+
+    /// The next bytes before `end` from the window, when they are there; the follower drops
+    /// what it has read from it.
+    fn take_held(&mut self, held: &mut Held, end: u64) -> Option<Bytes> {
+        let at = self.offset;
+        let (start, bytes) = held
+            .batches
+            .iter()
+            .find(|(start, bytes)| *start <= at && at < start + bytes.len() as u64)?;
+        let from = usize::try_from(at - start).ok()?;
+        let to = usize::try_from(end.min(start + bytes.len() as u64) - start).ok()?;
+        let chunk = bytes.slice(from..to);
+        self.offset += chunk.len() as u64;
+        self.crc.update(&chunk);
+        if self.follower {
+            held.read_to = self.offset;
+            while let Some((start, bytes)) = held.batches.front()
+                && start + bytes.len() as u64 <= held.read_to
+            {
+                held.len -= bytes.len();
+                held.batches.pop_front();
+            }
+        }
+        Some(chunk)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spiller(mib: u32) -> (Spiller, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "spill-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        (Spiller::new(dir.to_str().unwrap(), mib), dir)
-    }
-
-    async fn read_all(spilled: &Spilled) -> Result<Vec<u8>, JobError> {
-        let mut read = spilled.read();
-        let mut all = Vec::new();
-        while let Some(chunk) = read.next_before(spilled.length()).await? {
-            all.extend_from_slice(&chunk);
-        }
-        spilled.check(&read)?;
-        Ok(all)
-    }
-
-    #[tokio::test]
-    async fn a_part_reads_back_as_written_and_leaves_no_file() {
-        let (spiller, dir) = spiller(2);
-        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let mut spill = spiller.reserve(data.len() as u64).unwrap();
-        for chunk in data.chunks(100_000) {
-            spill = spill.write(chunk).unwrap();
-        }
-        let spilled = spill.seal().unwrap();
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            0,
-            "the file is unlinked"
-        );
-        assert_eq!(read_all(&spilled).await.unwrap(), data);
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_part_is_read_while_it_is_written_and_checked_at_its_end() {
-        let (spiller, dir) = spiller(2);
-        let data: Vec<u8> = (0..700_000u32).map(|i| (i * 13 % 251) as u8).collect();
-        let mut spill = spiller.reserve(data.len() as u64).unwrap();
-        assert!(spill.reader().is_none(), "no file before the first write");
-        spill = spill.write(&data[..300_000]).unwrap();
-        let mut read = spill.reader().unwrap();
-        let mut all = Vec::new();
-        while let Some(chunk) = read.next_before(200_000).await.unwrap() {
-            all.extend_from_slice(&chunk);
-        }
-        assert_eq!(read.offset(), 200_000);
-        spill = spill.write(&data[300_000..]).unwrap();
-        let spilled = spill.seal().unwrap();
-        while let Some(chunk) = read.next_before(spilled.length()).await.unwrap() {
-            all.extend_from_slice(&chunk);
-        }
-        spilled.check(&read).unwrap();
-        assert!(all == data);
-        // Stopping short of the end is not reading it all.
-        let mut short = spilled.read();
-        short.next_before(10).await.unwrap();
-        assert!(spilled.check(&short).unwrap_err().is_transient());
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_file_given_up_half_way_keeps_its_room_while_it_is_read() {
-        let (spiller, dir) = spiller(1);
-        let spill = spiller.reserve(10).unwrap().write(&[1; 100]).unwrap();
-        let read = spill.reader().unwrap();
-        assert!(
-            spill.write(&vec![0; MIB as usize]).is_none(),
-            "past its room"
-        );
-        assert!(spiller.reserve(1).is_none(), "the file is still read");
-        drop(read);
-        assert!(spiller.reserve(MIB).is_some(), "given back");
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_disk_budget_is_shared_and_given_back() {
-        let (spiller, dir) = spiller(2);
-        let first = spiller.reserve(MIB + 1).unwrap();
-        assert!(spiller.reserve(1).is_none(), "2 MiB are taken");
-        drop(first);
-        assert!(spiller.reserve(2 * MIB).is_some());
-        assert!(
-            Spiller::new("/", 0).reserve(1).is_none(),
-            "0 MiB spills nothing"
-        );
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_part_longer_than_its_room_or_a_missing_directory_is_not_spilled() {
-        let (spiller, dir) = spiller(1);
-        let spill = spiller.reserve(10).unwrap().write(&[0; 100]);
-        assert!(spill.is_some(), "within the MiB reserved");
-        assert!(spill.unwrap().write(&vec![0; MIB as usize]).is_none());
-        let gone = Spiller::new(dir.join("missing").to_str().unwrap(), 1);
-        assert!(gone.reserve(10).unwrap().write(b"x").is_none());
-        std::fs::remove_dir(&dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn bytes_changed_on_disk_fail_as_transient_and_turn_spilling_off() {
-        let (spiller, dir) = spiller(1);
-        let spilled = spiller
-            .reserve(1000)
-            .unwrap()
-            .write(&[1; 1000])
-            .unwrap()
-            .seal()
-            .unwrap();
-        spilled.file.write_all_at(&[2], 500).unwrap();
-        let e = read_all(&spilled).await.unwrap_err();
-        assert!(e.is_transient() && e.to_string().contains("CRC-32"), "{e}");
-        assert!(spiller.reserve(1).is_none(), "spilling is off");
-        std::fs::remove_dir(&dir).unwrap();
-    }
-}
+#[path = "spill_tests.rs"]
+mod tests;
