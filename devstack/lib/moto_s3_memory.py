@@ -13,7 +13,10 @@ what S3 does to a client.
 install() makes an object's value the bytes it was given, kept as they are (an `io.BytesIO`
 over them shares them; reading it whole returns them without a copy), and completes an upload
 without copying it: the object holds the parts' bytes and joins them once, when it is first
-read, and the full-object checksum is computed over the parts in order, as over their join.
+read other than by a GET, and the full-object checksum is computed over the parts in order, as
+over their join. A GET sends the parts in turn, and a ranged GET joins only the range (a join
+of each unloaded file, the first time the worker read it, was a copy of all of an export's
+data that S3 does not make).
 (Joining them at completion put a copy of the whole archive, hundreds of MB in scripts/bench,
 at the end of the daemon's archive stage, which waits for CompleteMultipartUpload's answer;
 S3 spends none of the client's time on it.) The answers are
@@ -34,19 +37,28 @@ import binascii
 import functools
 import hashlib
 import io
+import threading
 import weakref
 import zlib
 
 from moto.core.compat import HAS_CRT
-from moto.s3 import models
+from moto.s3 import models, responses
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
 from moto.s3.utils import compute_checksum
 from moto.utilities.utils import md5_hash
 
 
+# Set while moto answers a GetObject: a completed upload's value is then its parts as they are.
+_answering = threading.local()
+
+
 def _get_value(self):
     with self.lock:
         buffer = self._value_buffer
+        if getattr(_answering, "get", False) and isinstance(buffer, _Parts):
+            pieces = buffer.pieces()
+            if pieces is not None:
+                return pieces
         buffer.seek(0)
         return buffer.read()
 
@@ -66,6 +78,10 @@ class _Parts:
             self._values = None
         return self._buffer
 
+    def pieces(self):
+        """The parts as a GET answers them, when they have not been joined."""
+        return None if self._values is None else _Pieces(self._values, self.size)
+
     def seek(self, *args):
         return self._joined().seek(*args)
 
@@ -77,6 +93,42 @@ class _Parts:
         if self._buffer is None:
             self._buffer = io.BytesIO()
         self._buffer.close()
+
+
+class _Pieces:
+    """A completed upload's value as a GET answers it: the answer's body is the parts in turn,
+    sent without joining them, and a range of it (moto slices the value for a `Range`) is
+    joined from the parts it covers."""
+
+    def __init__(self, values, size):
+        self._values = values
+        self._size = size
+
+    def __len__(self):
+        return self._size
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __getitem__(self, wanted):
+        start, stop, step = wanted.indices(self._size)
+        if step != 1:
+            raise ValueError("a value is sliced in steps of one")
+        pieces, at = [], 0
+        for value in self._values:
+            end = at + len(value)
+            if at < stop and end > start:
+                pieces.append(memoryview(value)[max(start - at, 0) : min(stop, end) - at])
+            at = end
+        return b"".join(pieces)
+
+
+def _get_object(self):
+    _answering.get = True
+    try:
+        return _shipped_get_object(self)
+    finally:
+        _answering.get = False
 
 
 def _set_value(self, new_value):
@@ -258,6 +310,7 @@ class _Tracked:
 
 
 _shipped_set_part = models.FakeMultipart.set_part
+_shipped_get_object = responses.S3Response.get_object
 
 
 def install():
@@ -266,5 +319,6 @@ def install():
     models.FakeKey.etag = property(_etag)
     models.FakeMultipart.complete = _complete
     models.FakeMultipart.set_part = _set_part
+    responses.S3Response.get_object = _get_object
     models.FakeKey.instances_tracked = _Tracked()
     models.FakeMultipart.instances_tracked = _Tracked()

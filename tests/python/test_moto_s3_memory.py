@@ -12,7 +12,11 @@ import weakref
 import zlib
 
 import pytest
-from moto.s3 import models
+import re
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.s3 import models, responses
+from werkzeug.test import Client
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "devstack", "lib"))
@@ -32,6 +36,7 @@ def ours(monkeypatch):
         (models.FakeMultipart, "set_part"),
         (models.FakeKey, "instances_tracked"),
         (models.FakeMultipart, "instances_tracked"),
+        (responses.S3Response, "get_object"),
     ]:
         monkeypatch.setattr(cls, name, cls.__dict__[name])
     moto_s3_memory.install()
@@ -136,6 +141,52 @@ def test_a_deleted_object_is_given_back(request):
     assert not deleted_object_lives_on()
     live = models.FakeKey("live", data(4, 1000), **ACCOUNT)
     assert list(models.FakeKey.instances_tracked) == [live], "reset still reaches live ones"
+
+
+def test_a_get_sends_the_parts_unjoined_and_a_range_joins_only_itself(ours):
+    """Through moto's own server app: the answers are the object's bytes, and the object is
+    never joined."""
+    client = Client(DomainDispatcherApplication(create_backend_app))
+    auth = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host, Signature=0"
+    }
+    bucket, key = f"pieces-{os.getpid()}", "object"
+    assert client.put(f"/{bucket}", headers=auth).status_code == 200
+    created = client.post(f"/{bucket}/{key}?uploads", headers=auth)
+    upload = re.search(rb"<UploadId>(.+?)</UploadId>", created.data).group(1).decode()
+    parts = [data(5, 5 * MIB), data(6, 5 * MIB + 17), data(7, 1000)]
+    etags = []
+    for n, part in enumerate(parts, start=1):
+        put = client.put(f"/{bucket}/{key}?partNumber={n}&uploadId={upload}", data=part, headers=auth)
+        etags.append(put.headers["ETag"])
+    listing = "".join(
+        f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>" for n, e in enumerate(etags, start=1)
+    )
+    done = client.post(
+        f"/{bucket}/{key}?uploadId={upload}",
+        data=f"<CompleteMultipartUpload>{listing}</CompleteMultipartUpload>",
+        headers=auth,
+    )
+    assert done.status_code == 200
+    whole = b"".join(parts)
+
+    got = client.get(f"/{bucket}/{key}", headers=auth)
+    assert got.status_code == 200 and got.data == whole
+    assert got.headers["Content-Length"] == str(len(whole))
+    for first, last in [(0, 99), (5 * MIB - 10, 5 * MIB + 9), (MIB, 10 * MIB + 500), (len(whole) - 5, len(whole) + 50)]:
+        ranged = client.get(f"/{bucket}/{key}", headers={**auth, "Range": f"bytes={first}-{last}"})
+        assert ranged.status_code == 206 and ranged.data == whole[first : last + 1]
+        end = min(last, len(whole) - 1)
+        assert ranged.headers["Content-Range"] == f"bytes {first}-{end}/{len(whole)}"
+    suffix = client.get(f"/{bucket}/{key}", headers={**auth, "Range": "bytes=-1500"})
+    assert suffix.status_code == 206 and suffix.data == whole[-1500:]
+
+    stored = models.s3_backends[ACCOUNT["account_id"]]["aws"].get_object(bucket, key)
+    assert stored._value_buffer._buffer is None, "a GET joined the parts"
+    assert stored.value == whole, "any other read still gets the object whole"
+    client.delete(f"/{bucket}/{key}", headers=auth)
+    client.delete(f"/{bucket}", headers=auth)
 
 
 def crc64nvme(data):
