@@ -165,9 +165,9 @@ pub(super) struct Spill {
 
 impl Spill {
     /// Appends `bytes`: to the window when the writer follows the part, else (and what the
-    /// window sheds) to the file (blocking I/O). `None`: the part is not spilled after all (no
-    /// room left, or the disk failed) and must be read again from S3; what was fed before
-    /// stays readable.
+    /// window sheds) to the file (blocking I/O, never under the lock the writer's reads take).
+    /// `None`: the part is not spilled after all (no room left, or the disk failed) and must
+    /// be read again from S3; what was fed before stays readable.
     pub(super) fn write(mut self, bytes: Bytes) -> Option<Self> {
         let at = self.written;
         self.written += bytes.len() as u64;
@@ -176,15 +176,11 @@ impl Spill {
             return None;
         }
         self.crc.update(&bytes);
-        let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
-        let done = if held.following {
-            held.len += bytes.len();
-            held.batches.push_back((at, bytes));
-            self.shed(&mut held)
+        let done = if self.keep(at, &bytes) {
+            self.shed()
         } else {
             self.to_file(&bytes, at)
         };
-        drop(held);
         if let Err(e) = done {
             self.spiller.failed(&e);
             return None;
@@ -192,19 +188,40 @@ impl Spill {
         Some(self)
     }
 
+    /// Puts `bytes` in the window, when the writer follows the part.
+    fn keep(&self, at: u64, bytes: &Bytes) -> bool {
+        let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.following {
+            held.len += bytes.len();
+            held.batches.push_back((at, bytes.clone()));
+        }
+        held.following
+    }
+
     /// Writes what the window holds beyond [`WINDOW`] to the file, except what its reader has
-    /// read already.
-    fn shed(&self, held: &mut Held) -> std::io::Result<()> {
-        while held.len > WINDOW
-            && let Some((at, bytes)) = held.batches.pop_front()
-        {
-            held.len -= bytes.len();
-            let read = usize::try_from(held.read_to.saturating_sub(at)).unwrap_or(usize::MAX);
-            if read < bytes.len() {
-                self.to_file(&bytes[read..], at + read as u64)?;
+    /// read already, and only then lets it go: until it is on disk the reader finds it in
+    /// memory, and a write that fails leaves it there.
+    fn shed(&self) -> std::io::Result<()> {
+        loop {
+            let (at, read, unread) = {
+                let held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+                let Some((at, bytes)) = held.batches.front().filter(|_| held.len > WINDOW) else {
+                    return Ok(());
+                };
+                let read = held.read_to.saturating_sub(*at).min(bytes.len() as u64);
+                let unread = bytes.slice(usize::try_from(read).unwrap_or(bytes.len())..);
+                (*at, read, unread)
+            };
+            if !unread.is_empty() {
+                self.to_file(&unread, at + read)?;
+            }
+            let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.batches.front().is_some_and(|(front, _)| *front == at)
+                && let Some((_, bytes)) = held.batches.pop_front()
+            {
+                held.len -= bytes.len();
             }
         }
-        Ok(())
     }
 
     fn to_file(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {

@@ -220,3 +220,31 @@ async fn a_part_read_whole_by_its_follower_is_never_written() {
     assert!(copied[..100_000].iter().all(|&b| b == 0) && copied[200_000..].iter().all(|&b| b == 2));
     std::fs::remove_dir(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn bytes_the_disk_would_not_take_stay_readable_from_memory() {
+    let (spiller, dir) = spiller(2);
+    let gone = Spiller::new(dir.join("missing").to_str().unwrap(), 2);
+    let batch = 256 * 1024;
+    let data: Vec<u8> = (0..3 * batch).map(|i| (i * 17 % 241) as u8).collect();
+    let mut spill = gone.reserve(data.len() as u64).unwrap();
+    let mut read = spill.reader();
+    read.follow();
+    for n in 0..2 {
+        spill = spill
+            .write(Bytes::copy_from_slice(&data[n * batch..(n + 1) * batch]))
+            .unwrap();
+    }
+    let given_up = spill.write(Bytes::copy_from_slice(&data[2 * batch..]));
+    assert!(
+        given_up.is_none(),
+        "the window sheds to a file that cannot be made"
+    );
+    let mut copied = Vec::new();
+    while let Some(chunk) = read.next_before(data.len() as u64).await.unwrap() {
+        copied.extend_from_slice(&chunk);
+    }
+    assert!(copied == data, "every byte fed is read from the window");
+    drop(spiller);
+    std::fs::remove_dir(&dir).unwrap();
+}
